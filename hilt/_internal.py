@@ -28,9 +28,17 @@ class _ForwardToRoot(logging.Handler):
             logging.lastResort.handle(record)
 
 
-internal_logger.propagate = False
-if not internal_logger.handlers:
-    internal_logger.addHandler(_ForwardToRoot())
+def _ensure_route() -> None:
+    """Keep diagnostics visible: ``dictConfig`` naming ``hilt`` strips its children's handlers; put ours back.
+
+    A ``hilt.internal`` the user configured with handlers of their own is left as it is.
+    """
+    if not internal_logger.handlers:
+        internal_logger.addHandler(_ForwardToRoot())
+        internal_logger.propagate = False
+
+
+_ensure_route()
 
 _lock = threading.Lock()
 _counts: dict[tuple[str, str], int] = {}
@@ -44,6 +52,7 @@ def report_failure(place: str, exc: BaseException) -> None:
         _counts[key] = seen + 1
     if seen == 0:
         try:
+            _ensure_route()
             internal_logger.warning(
                 "hilt: %s in %s: %s (further %s here are counted, not logged)",
                 type(exc).__name__, place, exc, type(exc).__name__,
@@ -60,6 +69,7 @@ def report_problem(place: str, message: str, *args: object) -> None:
         seen = _counts.get(key, 0)
         _counts[key] = seen + 1
     if seen == 0:
+        _ensure_route()
         internal_logger.warning("hilt: " + message, *args)
 
 
@@ -69,6 +79,8 @@ def log_repeat_counts() -> dict[tuple[str, str], int]:
         counts = dict(_counts)
         _counts.clear()
     repeats = {key: n for key, n in counts.items() if n > 1}
+    if repeats:
+        _ensure_route()
     for (kind, place), n in sorted(repeats.items()):
         internal_logger.warning("hilt: %s in %s happened %d times in all", kind, place, n)
     return counts

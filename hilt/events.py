@@ -219,8 +219,8 @@ class Event:
             content=Content.from_dict(data.get("content")),
             metrics=Metrics.from_dict(data.get("metrics")),
             extensions=dict(data.get("extensions") or {}),
-            event_id=data.get("event_id") or new_event_id(),
-            timestamp=data.get("timestamp") or utc_timestamp(),
+            event_id=data.get("event_id"),  # type: ignore[arg-type]  # kept as read: never invented
+            timestamp=data.get("timestamp"),  # type: ignore[arg-type]
             hilt_version=data.get("hilt_version", HILT_VERSION),
             unknown_fields=_split_known(data, _EVENT_KEYS),
         )

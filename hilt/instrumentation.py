@@ -155,18 +155,26 @@ def instrument(
     if columns is not None:
         validate_columns(columns)
     provider_names = provider_registry.resolve(providers)
+    if pricing is not None:
+        _check_pricing(pricing)
     with _lock:
+        # Open the new destination before closing the old one: a bad filepath must leave the active session alone.
+        try:
+            if chosen_backend == "local":
+                session = Session(
+                    filepath if filepath is not None else DEFAULT_FILEPATH,
+                    fsync=fsync, max_bytes=max_bytes, backup_count=backup_count,
+                )
+            elif chosen_backend == "sheets":
+                session = _sheets_session(sheet_id, credentials_path, credentials_json, worksheet_name, columns)
+            else:
+                session = Session(None)
+        except HILTError as exc:
+            if str(exc).startswith("filename:"):  # the handler's argument is instrument()'s `filepath`
+                raise HILTError("filepath:" + str(exc)[len("filename:"):]) from exc
+            raise
         if _state is not None:
             uninstrument()
-        if chosen_backend == "local":
-            session = Session(
-                filepath if filepath is not None else DEFAULT_FILEPATH,
-                fsync=fsync, max_bytes=max_bytes, backup_count=backup_count,
-            )
-        elif chosen_backend == "sheets":
-            session = _sheets_session(sheet_id, credentials_path, credentials_json, worksheet_name, columns)
-        else:
-            session = Session(None)
         if pricing is not None:
             _set_pricing(pricing)
         state = _State(
@@ -224,6 +232,17 @@ def _sheets_session(
         columns=columns,
     )
     return session
+
+
+def _check_pricing(pricing: Any) -> None:
+    if not isinstance(pricing, Mapping):
+        raise HILTError(f"pricing: expected {{model: {{'input': ..., 'output': ...}}}}, got {pricing!r}")
+    from .pricing import validate_price_overrides
+
+    try:
+        validate_price_overrides(pricing)
+    except ValueError as exc:
+        raise HILTError(str(exc)) from exc
 
 
 def _set_pricing(pricing: Mapping[str, Mapping[str, float]] | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -112,7 +113,11 @@ class Session:
     def _parse(self, item: tuple[int, bytes], strict: bool, last: bool, skipped: int) -> Event | None:
         number, raw = item
         try:
-            return Event.from_dict(orjson.loads(raw))
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                data = json.loads(raw)  # lone surrogates, which the writer's stdlib fallback escapes as \udXXX
+            return Event.from_dict(data)
         except (orjson.JSONDecodeError, HILTError, TypeError, ValueError, AttributeError) as exc:
             problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         torn = last and not raw.endswith(b"\n")

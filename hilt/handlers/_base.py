@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .._internal import report_failure
+from .._internal import log_repeat_counts, report_failure
 
 __all__ = ["HiltHandler"]
 
@@ -26,3 +26,11 @@ class HiltHandler(logging.Handler):
         exc = sys.exc_info()[1]
         if exc is not None:
             report_failure(f"{type(self).__name__}.emit", exc)
+
+    def close(self) -> None:
+        """Close, then log once how often reported failures repeated (DESIGN: counts logged at handler close)."""
+        super().close()
+        try:
+            log_repeat_counts()
+        except Exception:  # the user's logging set-up itself failed (e.g. at interpreter exit)
+            pass

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .._internal import report_problem
 from ..errors import HILTError
 from ..formatting import HiltJSONFormatter
 from ._base import HiltHandler
@@ -24,10 +25,6 @@ __all__ = ["DATE_PLACEHOLDER", "HiltJSONLHandler"]
 DATE_PLACEHOLDER = "{date}"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-
-
-class HandlerClosedError(RuntimeError):
-    """An event reached a handler after ``close()``: it is reported, not written."""
 
 
 def _utc_day(now: float) -> tuple[str, float]:
@@ -67,6 +64,9 @@ class HiltJSONLHandler(HiltHandler):
         level: int | str = logging.NOTSET,
     ) -> None:
         super().__init__(level)
+        # Registered with logging from here on: if a check below raises, close() (called by
+        # logging.shutdown() and by every later dictConfig()) must still work on this half-built handler.
+        self._path, self._fd, self._inode, self._closed = "", None, None, False
         if not isinstance(filename, (str, os.PathLike)) or not os.fspath(filename):
             raise HILTError(f"filename: expected a file path such as 'logs/app.jsonl', got {filename!r}")
         if mode not in ("a", "w"):
@@ -79,7 +79,10 @@ class HiltJSONLHandler(HiltHandler):
             raise HILTError(
                 "backup_count: rotation by max_bytes needs backup_count > 0 (how many rotated files to keep)"
             )
-        "".encode(encoding)  # LookupError for an unknown encoding, now rather than at the first event
+        try:
+            "".encode(encoding)
+        except LookupError as exc:
+            raise HILTError(f"encoding: unknown text encoding {encoding!r}; use 'utf-8'") from exc
         self.template = os.path.abspath(os.fspath(filename))
         self.mode = mode
         self.encoding = encoding
@@ -209,7 +212,15 @@ class HiltJSONLHandler(HiltHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if self._closed:
-                raise HandlerClosedError(f"event {getattr(record.hilt_event, 'event_id', '?')} reached a closed handler for {self._path}")  # type: ignore[attr-defined]
+                # logging.config.dictConfig() closes every handler, even ones it does not configure; like the
+                # stdlib FileHandler, reopen rather than lose the audit trail, and say so once.
+                self._closed = False
+                report_problem(
+                    f"{type(self).__name__}.emit",
+                    "an event reached the closed handler for %s (logging.config.dictConfig closes all handlers); "
+                    "the file was reopened, nothing is lost",
+                    self._path,
+                )
             data = (self.format(record) + "\n").encode(self.encoding, "backslashreplace")
             fd = self._current_fd(len(data))
             written = os.write(fd, data)
@@ -229,7 +240,7 @@ class HiltJSONLHandler(HiltHandler):
         """Lines are written straight to the file; with ``fsync`` each is already on disk."""
 
     def close(self) -> None:
-        """Close the file; idempotent. Later events are reported on ``hilt.internal``, not written."""
+        """Close the file; idempotent. A later event reopens it (reported once on ``hilt.internal``)."""
         with self.lock:
             try:
                 self._closed = True

@@ -1,0 +1,414 @@
+"""Reading OpenAI wire payloads: request bodies into `RequestFacts`, responses and stream chunks into `ResponseFacts`.
+
+Works on plain dicts (JSON bodies) and on the SDK's models alike (:func:`_get`), and never
+raises on an odd shape: a missing part is recorded as ``None``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ._calls import RequestFacts, ResponseFacts
+
+__all__ = [
+    "ChatStreamState",
+    "CompletionsStreamState",
+    "ResponsesStreamState",
+    "operation_for",
+    "read_request",
+    "read_response",
+    "stream_state_for",
+]
+
+_OPERATIONS = (
+    ("/chat/completions", "chat"),
+    ("/responses", "responses"),
+    ("/embeddings", "embeddings"),
+    ("/completions", "completions"),
+    ("/images/generations", "images"),
+    ("/images/edits", "images"),
+    ("/moderations", "moderations"),
+    ("/audio/transcriptions", "audio.transcriptions"),
+    ("/audio/translations", "audio.translations"),
+    ("/audio/speech", "audio.speech"),
+)
+#: Operations whose bodies hilt understands; any other endpoint gets a generic event.
+KNOWN_OPERATIONS = frozenset({"chat", "responses", "embeddings", "completions"})
+
+#: Sampling and format parameters recorded under ``extensions.request`` (never headers or unknown keys).
+REQUEST_PARAMETERS = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "max_output_tokens", "seed", "n", "stop",
+    "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "response_format", "tool_choice",
+    "parallel_tool_calls", "reasoning_effort", "reasoning", "service_tier", "stream_options", "text",
+    "truncation", "store", "dimensions", "encoding_format", "top_k", "min_p", "repetition_penalty",
+    "modalities", "prediction", "verbosity", "size", "quality", "background",
+)
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def operation_for(url: str) -> str:
+    """The operation name for a request path (``/chat/completions`` → ``chat``); unknown paths keep their path."""
+    path = url.split("?", 1)[0].rstrip("/")
+    for suffix, operation in _OPERATIONS:
+        if path.endswith(suffix):
+            return operation
+    segments = [segment for segment in path.split("/") if segment and segment not in ("v1", "openai")]
+    return segments[0] if segments else "unknown"
+
+
+def _text_of(content: Any) -> str | None:
+    """The text of a message ``content``: the string itself, or its text parts joined with newlines."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            part.get("text") for part in content
+            if isinstance(part, Mapping) and part.get("type") in ("text", "input_text", "output_text")
+            and isinstance(part.get("text"), str)
+        ]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def _last_user_text(messages: list[Any]) -> str | None:
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return None
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "\n".join(value)
+    return None
+
+
+def _responses_messages(body: Mapping[str, Any]) -> list[Any]:
+    messages: list[Any] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str):
+        messages.append({"role": "system", "content": instructions})
+    given = body.get("input")
+    if isinstance(given, str):
+        messages.append({"role": "user", "content": given})
+    elif isinstance(given, list):
+        messages.extend(given)
+    return messages
+
+
+def read_request(provider: str, operation: str, body: Mapping[str, Any] | None, stream: bool) -> RequestFacts:
+    """The facts of a request body; ``body`` may be ``None`` (multipart uploads, GETs)."""
+    body = body if isinstance(body, Mapping) else {}
+    model = body.get("model")
+    facts = RequestFacts(
+        provider=provider,
+        operation=operation,
+        model=model if isinstance(model, str) else None,
+        stream=bool(stream),
+        request={key: body[key] for key in REQUEST_PARAMETERS if key in body},
+    )
+    if operation == "chat":
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            facts.messages = messages
+            facts.text = _last_user_text(messages)
+            facts.conversation_key = messages
+        tools = body.get("tools") or body.get("functions")
+        if tools:
+            facts.tools = tools
+    elif operation == "responses":
+        messages = _responses_messages(body)
+        facts.messages = messages
+        given = body.get("input")
+        facts.text = given if isinstance(given, str) else _last_user_text(messages)
+        facts.conversation_key = messages
+        if body.get("tools"):
+            facts.tools = body["tools"]
+        conversation = body.get("conversation")
+        conversation_id = conversation if isinstance(conversation, str) else _get(conversation, "id")
+        if isinstance(conversation_id, str):
+            facts.session_id = conversation_id
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str):
+            facts.extra["previous_response_id"] = previous
+    elif operation == "embeddings":
+        facts.text = _as_text(body.get("input"))
+        facts.conversation_key = [{"role": "user", "content": body.get("input")}]
+    elif operation == "completions":
+        facts.text = _as_text(body.get("prompt"))
+        facts.conversation_key = [{"role": "user", "content": body.get("prompt")}]
+    elif operation == "images":
+        facts.text = _as_text(body.get("prompt"))
+        facts.conversation_key = [{"role": "user", "content": body.get("prompt")}]
+    return facts
+
+
+def _chat_usage(usage: Any) -> dict[str, int | None]:
+    prompt = _int(_get(usage, "prompt_tokens"))
+    completion = _int(_get(usage, "completion_tokens"))
+    total = _int(_get(usage, "total_tokens"))
+    return {
+        "prompt": prompt,
+        "completion": completion,
+        "total": total,
+        "cached": _int(_get(_get(usage, "prompt_tokens_details"), "cached_tokens")),
+        "reasoning": _int(_get(_get(usage, "completion_tokens_details"), "reasoning_tokens")),
+    }
+
+
+def _responses_usage(usage: Any) -> dict[str, int | None]:
+    return {
+        "prompt": _int(_get(usage, "input_tokens")),
+        "completion": _int(_get(usage, "output_tokens")),
+        "total": _int(_get(usage, "total_tokens")),
+        "cached": _int(_get(_get(usage, "input_tokens_details"), "cached_tokens")),
+        "reasoning": _int(_get(_get(usage, "output_tokens_details"), "reasoning_tokens")),
+    }
+
+
+def _tool_call(call: Any) -> dict[str, Any]:
+    function = _get(call, "function")
+    return {"id": _get(call, "id"), "name": _get(function, "name"), "arguments": _get(function, "arguments")}
+
+
+def _apply_usage(facts: ResponseFacts, usage: Any, responses_api: bool) -> None:
+    if usage is None:
+        return
+    facts.tokens = _responses_usage(usage) if responses_api else _chat_usage(usage)
+    facts.usage_reported = True
+
+
+def _read_chat(body: Any, facts: ResponseFacts) -> None:
+    choices = _get(body, "choices") or []
+    choice = choices[0] if choices else None
+    message = _get(choice, "message")
+    facts.text = _text_of(_get(message, "content"))
+    calls = [_tool_call(call) for call in _get(message, "tool_calls") or []]
+    legacy = _get(message, "function_call")
+    if legacy is not None:
+        calls.append({"id": None, "name": _get(legacy, "name"), "arguments": _get(legacy, "arguments")})
+    facts.tool_calls = calls or None
+    facts.refusal = _get(message, "refusal")
+    facts.finish_reason = _get(choice, "finish_reason")
+    _apply_usage(facts, _get(body, "usage"), responses_api=False)
+
+
+def _read_responses(body: Any, facts: ResponseFacts) -> None:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    refusals: list[str] = []
+    for item in _get(body, "output") or []:
+        kind = _get(item, "type")
+        if kind == "message":
+            for part in _get(item, "content") or []:
+                part_type = _get(part, "type")
+                if part_type == "output_text" and isinstance(_get(part, "text"), str):
+                    texts.append(_get(part, "text"))
+                elif part_type == "refusal" and isinstance(_get(part, "refusal"), str):
+                    refusals.append(_get(part, "refusal"))
+        elif kind == "function_call":
+            calls.append({"id": _get(item, "call_id"), "name": _get(item, "name"), "arguments": _get(item, "arguments")})
+    facts.text = "".join(texts) if texts else None
+    facts.tool_calls = calls or None
+    facts.refusal = "".join(refusals) if refusals else None
+    status = _get(body, "status")
+    reason = _get(_get(body, "incomplete_details"), "reason")
+    facts.finish_reason = reason if isinstance(reason, str) else status
+    _apply_usage(facts, _get(body, "usage"), responses_api=True)
+
+
+def _read_completions(body: Any, facts: ResponseFacts) -> None:
+    choices = _get(body, "choices") or []
+    choice = choices[0] if choices else None
+    facts.text = _get(choice, "text")
+    facts.finish_reason = _get(choice, "finish_reason")
+    _apply_usage(facts, _get(body, "usage"), responses_api=False)
+
+
+def read_response(operation: str, body: Any) -> ResponseFacts:
+    """The facts of a response body (a dict or an SDK model) for ``operation``."""
+    facts = ResponseFacts()
+    if body is None:
+        return facts
+    model = _get(body, "model")
+    facts.response_model = model if isinstance(model, str) else None
+    response_id = _get(body, "id")
+    facts.response_id = response_id if isinstance(response_id, str) else None
+    if operation == "chat":
+        _read_chat(body, facts)
+    elif operation == "responses":
+        _read_responses(body, facts)
+    elif operation == "embeddings":
+        _apply_usage(facts, _get(body, "usage"), responses_api=False)
+        facts.tokens["completion"] = None  # embeddings produce no completion tokens
+        data = _get(body, "data")
+        if isinstance(data, list):
+            facts.extra["embeddings"] = len(data)
+    elif operation == "completions":
+        _read_completions(body, facts)
+    else:
+        _apply_usage(facts, _get(body, "usage"), responses_api=False)
+    return facts
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+class _StreamState:
+    """Keeps a stream's chunks (cheap per chunk: an append and, until the first token, a clock read)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.chunks: list[Any] = []
+        self.first_token_at: float | None = None
+
+    def add(self, chunk: Any) -> None:
+        self.chunks.append(chunk)
+        if self.first_token_at is None and self._carries_output(chunk):
+            self.first_token_at = time.perf_counter()
+
+    def _carries_output(self, chunk: Any) -> bool:
+        raise NotImplementedError
+
+    def facts(self, completed: bool) -> ResponseFacts:
+        facts = self._read()
+        facts.stream_completed = completed
+        if self.first_token_at is not None:
+            facts.ttft_ms = round((self.first_token_at - self.started) * 1000.0, 3)
+        return facts
+
+    def _read(self) -> ResponseFacts:
+        raise NotImplementedError
+
+
+class ChatStreamState(_StreamState):
+    """Merges ``chat.completion.chunk`` deltas: text, tool calls by index, refusal, finish reason, usage."""
+
+    def _carries_output(self, chunk: Any) -> bool:
+        choices = _get(chunk, "choices")
+        if not choices:
+            return False
+        delta = _get(choices[0], "delta")
+        return bool(_get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"))
+
+    def _read(self) -> ResponseFacts:
+        facts = ResponseFacts()
+        texts: list[str] = []
+        refusals: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        for chunk in self.chunks:
+            facts.response_model = _get(chunk, "model") or facts.response_model
+            facts.response_id = _get(chunk, "id") or facts.response_id
+            usage = _get(chunk, "usage")
+            if usage is not None:
+                _apply_usage(facts, usage, responses_api=False)
+            for choice in _get(chunk, "choices") or []:
+                if (_get(choice, "index") or 0) != 0:
+                    continue
+                delta = _get(choice, "delta")
+                content = _get(delta, "content")
+                if isinstance(content, str):
+                    texts.append(content)
+                refusal = _get(delta, "refusal")
+                if isinstance(refusal, str):
+                    refusals.append(refusal)
+                for call in _get(delta, "tool_calls") or []:
+                    index = _get(call, "index") or 0
+                    merged = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
+                    merged["id"] = _get(call, "id") or merged["id"]
+                    function = _get(call, "function")
+                    merged["name"] = _get(function, "name") or merged["name"]
+                    merged["arguments"] += _get(function, "arguments") or ""
+                legacy = _get(delta, "function_call")
+                if legacy is not None:
+                    merged = calls.setdefault(-1, {"id": None, "name": None, "arguments": ""})
+                    merged["name"] = _get(legacy, "name") or merged["name"]
+                    merged["arguments"] += _get(legacy, "arguments") or ""
+                reason = _get(choice, "finish_reason")
+                if reason is not None:
+                    facts.finish_reason = reason
+        facts.text = "".join(texts) if texts else None
+        facts.refusal = "".join(refusals) if refusals else None
+        facts.tool_calls = [calls[index] for index in sorted(calls)] or None
+        return facts
+
+
+class CompletionsStreamState(_StreamState):
+    """Merges legacy ``text_completion`` chunks."""
+
+    def _carries_output(self, chunk: Any) -> bool:
+        choices = _get(chunk, "choices")
+        return bool(choices and _get(choices[0], "text"))
+
+    def _read(self) -> ResponseFacts:
+        facts = ResponseFacts()
+        texts: list[str] = []
+        for chunk in self.chunks:
+            facts.response_model = _get(chunk, "model") or facts.response_model
+            facts.response_id = _get(chunk, "id") or facts.response_id
+            usage = _get(chunk, "usage")
+            if usage is not None:
+                _apply_usage(facts, usage, responses_api=False)
+            for choice in _get(chunk, "choices") or []:
+                if (_get(choice, "index") or 0) != 0:
+                    continue
+                if isinstance(_get(choice, "text"), str):
+                    texts.append(_get(choice, "text"))
+                if _get(choice, "finish_reason") is not None:
+                    facts.finish_reason = _get(choice, "finish_reason")
+        facts.text = "".join(texts) if texts else None
+        return facts
+
+
+_FINAL_RESPONSE_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesStreamState(_StreamState):
+    """Reads Responses API stream events: the final response when it arrived, else the text deltas so far."""
+
+    def _carries_output(self, chunk: Any) -> bool:
+        return _get(chunk, "type") in ("response.output_text.delta", "response.function_call_arguments.delta")
+
+    def _read(self) -> ResponseFacts:
+        final = None
+        latest = None
+        texts: list[str] = []
+        for event in self.chunks:
+            kind = _get(event, "type")
+            if kind == "response.output_text.delta" and isinstance(_get(event, "delta"), str):
+                texts.append(_get(event, "delta"))
+            elif kind in _FINAL_RESPONSE_EVENTS:
+                final = _get(event, "response")
+            elif kind in ("response.created", "response.in_progress"):
+                latest = _get(event, "response")
+        if final is not None:
+            return read_response("responses", final)
+        facts = read_response("responses", latest) if latest is not None else ResponseFacts()
+        facts.text = "".join(texts) if texts else None
+        return facts
+
+
+def stream_state_for(operation: str, started: float) -> _StreamState | None:
+    """The chunk accumulator for a streamed ``operation``, or ``None`` when hilt does not read its chunks."""
+    if operation == "chat":
+        return ChatStreamState(started)
+    if operation == "responses":
+        return ResponsesStreamState(started)
+    if operation == "completions":
+        return CompletionsStreamState(started)
+    return None

@@ -1,0 +1,528 @@
+"""OpenAI SDK integration: every request through ``SyncAPIClient`` / ``AsyncAPIClient`` becomes a recorded call.
+
+hilt wraps the SDK's single request choke point (``request``) and the step that receives the HTTP
+response (``_process_response``) on the base client classes, so every surface is covered — chat,
+Responses, embeddings, legacy completions, ``parse()``, the ``stream()`` helpers, ``with_raw_response``
+and ``with_streaming_response`` — for ``OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI`` and any
+OpenAI-compatible server, including clients built before :func:`instrument`. Streams keep the SDK's
+own class (a recording subclass), and their completion event is written however they end.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import types
+import weakref
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, get_origin
+
+import orjson
+
+from .._internal import report_failure
+from ..config import settings
+from ._calls import CallRecord, ResponseFacts, start_call
+from ._openai_payloads import KNOWN_OPERATIONS, operation_for, read_request, read_response, stream_state_for
+
+__all__ = ["instrument", "is_instrumented", "uninstrument"]
+
+PROVIDER = "openai"
+AZURE_PROVIDER = "azure"
+
+_lock = threading.Lock()
+_originals: dict[tuple[type, str], Any] = {}
+_active: ContextVar[_OpenAICall | None] = ContextVar("hilt_openai_call", default=None)
+_stream_classes: dict[Any, type] = {}
+_SECRET_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
+
+
+class _OpenAICall:
+    """The OpenAI side of one recorded call: its HTTP response, its stream state, and how it ends."""
+
+    __slots__ = ("record", "operation", "stream", "state", "http_response", "in_next", "api_key", "__weakref__")
+
+    def __init__(self, record: CallRecord, operation: str, stream: bool, api_key: str | None) -> None:
+        self.record = record
+        self.operation = operation
+        self.stream = stream
+        self.state = stream_state_for(operation, record.started) if stream else None
+        self.http_response: Any = None
+        self.in_next = False
+        self.api_key = api_key
+
+    # --- the HTTP response arrived ---------------------------------------------------------
+
+    def on_http_response(self, response: Any, retries_taken: int) -> None:
+        record = self.record
+        record.status_code = response.status_code
+        record.request_id = response.headers.get("x-request-id")
+        record.attempts = retries_taken + 1
+        self.http_response = response
+        response.__dict__["_hilt_call"] = self
+
+    def returned(self, result: Any) -> None:
+        """The SDK returned to the caller: finish now if the body is read, else when the response closes."""
+        response = self.http_response
+        if response is None:
+            self.record.emit_completion(ResponseFacts())
+            return
+        if self.stream or _is_event_stream(response):
+            self._finish_later(response)  # the recording stream class (or the close hook) finishes it
+            if not _is_stream_object(result):
+                self.watch(result)
+            return
+        body = _read_body(response)
+        if body is _NOT_READ:
+            self._finish_later(response)
+            self.watch(result)
+        else:
+            self.record.emit_completion(self._facts_from_body(body))
+
+    def _facts_from_body(self, body: Any) -> ResponseFacts:
+        if body is None or self.operation not in KNOWN_OPERATIONS and not isinstance(body, Mapping):
+            return ResponseFacts()
+        return read_response(self.operation, body)
+
+    def _finish_later(self, response: Any) -> None:
+        """Hook the response's ``read`` and ``close`` to write the completion when the caller is done with it."""
+        call_ref = self
+        attributes = response.__dict__
+        if "read" not in attributes:
+            original_read = response.read
+
+            def read() -> Any:
+                call_ref.in_next = True
+                try:
+                    return original_read()
+                finally:
+                    call_ref.in_next = False
+                    call_ref.on_http_closed()
+
+            attributes["read"] = read
+        if "aread" not in attributes and hasattr(response, "aread"):
+            original_aread = response.aread
+
+            async def aread() -> Any:
+                call_ref.in_next = True
+                try:
+                    return await original_aread()
+                finally:
+                    call_ref.in_next = False
+                    call_ref.on_http_closed()
+
+            attributes["aread"] = aread
+        if "close" not in attributes:
+            original_close = response.close
+
+            def close() -> None:
+                try:
+                    original_close()
+                finally:
+                    call_ref.on_http_closed()
+
+            attributes["close"] = close
+        if "aclose" not in attributes and hasattr(response, "aclose"):
+            original_aclose = response.aclose
+
+            async def aclose() -> None:
+                try:
+                    await original_aclose()
+                finally:
+                    call_ref.on_http_closed()
+
+            attributes["aclose"] = aclose
+
+    def watch(self, owner: Any) -> None:
+        """Finish the call as not completed if ``owner`` (the caller's stream or response) is garbage-collected first."""
+        if not self.record.finished:
+            weakref.finalize(owner, _finish_abandoned, self)
+
+    def on_http_closed(self) -> None:
+        if self.in_next or self.record.finished:
+            return  # a stream closes its response on the way to its end; the stream finishes the call
+        try:
+            if self.state is not None:
+                self.record.emit_completion(self.state.facts(completed=False))
+            else:
+                body = _read_body(self.http_response)
+                facts = self._facts_from_body(None if body is _NOT_READ else body)
+                if self.stream:
+                    facts.stream_completed = False
+                self.record.emit_completion(facts)
+        except Exception as exc:
+            report_failure("openai: finishing a call", exc)
+
+    # --- streams -----------------------------------------------------------------------------
+
+    def stream_ended(self, completed: bool) -> None:
+        try:
+            if self.record.finished:
+                return
+            facts = self.state.facts(completed) if self.state is not None else ResponseFacts(stream_completed=completed)
+            self.record.emit_completion(facts)
+        except Exception as exc:
+            report_failure("openai: finishing a stream", exc)
+
+    def chunk(self, item: Any) -> None:
+        state = self.state
+        if state is not None:
+            try:
+                state.add(item)
+            except Exception as exc:
+                report_failure("openai: reading a stream chunk", exc)
+
+    # --- failure -------------------------------------------------------------------------------
+
+    def failed(self, exc: BaseException) -> None:
+        """The call's exception is on its way to the caller: write the error event."""
+        try:
+            record = self.record
+            status = getattr(exc, "status_code", None)
+            if isinstance(status, int):
+                record.status_code = status
+            request_id = getattr(exc, "request_id", None)
+            if isinstance(request_id, str):
+                record.request_id = request_id
+            code = getattr(exc, "code", None) or getattr(exc, "type", None)
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            error = {
+                "type": type(exc).__name__,
+                "code": code if isinstance(code, (str, int)) else None,
+                "message": self._scrub(str(message)),
+            }
+            partial = self.state.facts(completed=False) if self.state is not None else None
+            record.emit_error(exc, error, partial)
+        except Exception as failure:
+            report_failure("openai: recording an error", failure)
+
+    def _scrub(self, message: str) -> str:
+        if self.api_key:
+            message = message.replace(self.api_key, "[REDACTED]")
+        return _SECRET_PATTERN.sub("[REDACTED]", message)
+
+
+_NOT_READ = object()
+
+
+def _read_body(response: Any) -> Any:
+    """The parsed JSON body if it has been read, ``None`` if it is not JSON, ``_NOT_READ`` if still unread."""
+    try:
+        content = response.content
+    except Exception:
+        return _NOT_READ
+    if not content:
+        return None
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _is_stream_object(value: Any) -> bool:
+    return getattr(type(value), "__hilt_recording__", False)
+
+
+def _is_event_stream(response: Any) -> bool:
+    return "text/event-stream" in (response.headers.get("content-type") or "")
+
+
+def _finish_abandoned(call: _OpenAICall) -> None:
+    """A response or stream was garbage-collected before it ended: close the record as not completed."""
+    if not call.record.finished:
+        call.on_http_closed()
+
+
+# --- starting a call ---------------------------------------------------------------------------
+
+
+def _begin(client: Any, options: Any, stream: bool) -> _OpenAICall | None:
+    try:
+        operation = operation_for(getattr(options, "url", "") or "")
+        body = getattr(options, "json_data", None)
+        extra = getattr(options, "extra_json", None)
+        if isinstance(extra, Mapping) and extra:
+            body = {**(body if isinstance(body, Mapping) else {}), **extra}
+        provider = AZURE_PROVIDER if _is_azure(client) else PROVIDER
+        facts = read_request(provider, operation, body, stream)
+        record = start_call(facts)
+        if record is None:
+            return None
+        api_key = getattr(client, "api_key", None)
+        return _OpenAICall(record, operation, bool(stream), api_key if isinstance(api_key, str) else None)
+    except Exception as exc:
+        report_failure("openai: reading a request", exc)
+        return None
+
+
+def _is_azure(client: Any) -> bool:
+    return type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") or any(
+        cls.__name__ in ("BaseAzureClient",) for cls in type(client).__mro__
+    )
+
+
+def _options_to_send(options: Any, call: _OpenAICall) -> Any:
+    """With ``stream_usage``, a copy of ``options`` asking the stream for usage; the caller's data is never changed."""
+    if not (settings.stream_usage and call.stream and call.operation in ("chat", "completions")):
+        return options
+    body = getattr(options, "json_data", None)
+    if not isinstance(body, Mapping):
+        return options
+    stream_options = body.get("stream_options")
+    if isinstance(stream_options, Mapping) and "include_usage" in stream_options:
+        return options
+    try:
+        changed = options.model_copy()
+        changed.json_data = {**body, "stream_options": {**(stream_options or {}), "include_usage": True}}
+        return changed
+    except Exception as exc:
+        report_failure("openai: adding stream usage", exc)
+        return options
+
+
+# --- stream classes ----------------------------------------------------------------------------
+
+
+def _recording_stream_class(stream_cls: Any) -> Any:
+    """A subclass of the SDK's stream class that records chunks; ``isinstance(s, openai.Stream)`` still holds."""
+    cached = _stream_classes.get(stream_cls)
+    if cached is not None:
+        return cached
+    base = get_origin(stream_cls) or stream_cls
+    if getattr(base, "__hilt_recording__", False):
+        return stream_cls
+    from openai import AsyncStream
+
+    namespace = _async_stream_namespace(base) if issubclass(base, AsyncStream) else _sync_stream_namespace(base)
+    namespace["__hilt_recording__"] = True
+    namespace["__module__"] = base.__module__
+    namespace["__qualname__"] = base.__qualname__
+    recording = types.new_class(base.__name__, (stream_cls,), {}, lambda ns: ns.update(namespace))
+    _stream_classes[stream_cls] = recording
+    return recording
+
+
+def _call_of(stream: Any) -> _OpenAICall | None:
+    response = getattr(stream, "response", None)
+    return getattr(response, "__dict__", {}).get("_hilt_call") if response is not None else None
+
+
+def _sync_stream_namespace(base: type) -> dict[str, Any]:
+    base_stream = base.__stream__  # type: ignore[attr-defined]
+
+    def __stream__(self: Any) -> Any:
+        inner = base_stream(self)
+        call = _call_of(self)
+        if call is None:
+            yield from inner
+            return
+        try:
+            while True:
+                call.in_next = True
+                try:
+                    item = next(inner)
+                except StopIteration:
+                    call.in_next = False
+                    call.stream_ended(completed=True)
+                    return
+                except BaseException as exc:
+                    call.in_next = False
+                    call.failed(exc)
+                    raise
+                call.in_next = False
+                call.chunk(item)
+                yield item
+        finally:
+            inner.close()
+            call.stream_ended(completed=False)
+
+    return {"__stream__": __stream__, "__init__": _stream_init(base)}
+
+
+def _stream_init(base: type) -> Any:
+    base_init = base.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        base_init(self, *args, **kwargs)
+        call = _call_of(self)
+        if call is not None:
+            try:
+                call.watch(self)
+            except Exception as exc:
+                report_failure("openai: watching a stream", exc)
+
+    return __init__
+
+
+def _async_stream_namespace(base: type) -> dict[str, Any]:
+    base_stream = base.__stream__  # type: ignore[attr-defined]
+
+    async def __stream__(self: Any) -> Any:
+        inner = base_stream(self)
+        call = _call_of(self)
+        if call is None:
+            async for item in inner:
+                yield item
+            return
+        try:
+            while True:
+                call.in_next = True
+                try:
+                    item = await inner.__anext__()
+                except StopAsyncIteration:
+                    call.in_next = False
+                    call.stream_ended(completed=True)
+                    return
+                except BaseException as exc:
+                    call.in_next = False
+                    call.failed(exc)
+                    raise
+                call.in_next = False
+                call.chunk(item)
+                yield item
+        finally:
+            await inner.aclose()
+            call.stream_ended(completed=False)
+
+    return {"__stream__": __stream__, "__init__": _stream_init(base)}
+
+
+# --- the patches -----------------------------------------------------------------------------
+
+
+def _wrap_sync_request(original: Any) -> Any:
+    @functools.wraps(original)
+    def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
+        if _active.get() is not None:
+            return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
+        call = _begin(self, options, stream)
+        if call is None:
+            return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
+        token = _active.set(call)
+        try:
+            if stream_cls is not None:
+                stream_cls = _safe_stream_class(stream_cls)
+            result = original(self, cast_to, _options_to_send(options, call), stream=stream, stream_cls=stream_cls)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        finally:
+            _active.reset(token)
+        _safe_returned(call, result)
+        return result
+
+    return request
+
+
+def _wrap_async_request(original: Any) -> Any:
+    @functools.wraps(original)
+    async def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
+        if _active.get() is not None:
+            return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
+        call = _begin(self, options, stream)
+        if call is None:
+            return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
+        token = _active.set(call)
+        try:
+            if stream_cls is not None:
+                stream_cls = _safe_stream_class(stream_cls)
+            result = await original(
+                self, cast_to, _options_to_send(options, call), stream=stream, stream_cls=stream_cls
+            )
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        finally:
+            _active.reset(token)
+        _safe_returned(call, result)
+        return result
+
+    return request
+
+
+def _wrap_process_response(original: Any) -> Any:
+    """Sees the HTTP response of the final attempt (status, request id, retries) before the SDK parses it."""
+
+    @functools.wraps(original)
+    def _process_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = _active.get()
+        if call is not None:
+            try:
+                call.on_http_response(kwargs["response"], kwargs.get("retries_taken", 0))
+            except Exception as exc:
+                report_failure("openai: reading a response", exc)
+        return original(self, *args, **kwargs)
+
+    return _process_response
+
+
+def _wrap_async_process_response(original: Any) -> Any:
+    @functools.wraps(original)
+    async def _process_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = _active.get()
+        if call is not None:
+            try:
+                call.on_http_response(kwargs["response"], kwargs.get("retries_taken", 0))
+            except Exception as exc:
+                report_failure("openai: reading a response", exc)
+        return await original(self, *args, **kwargs)
+
+    return _process_response
+
+
+def _safe_stream_class(stream_cls: Any) -> Any:
+    try:
+        return _recording_stream_class(stream_cls)
+    except Exception as exc:
+        report_failure("openai: wrapping a stream class", exc)
+        return stream_cls
+
+
+def _safe_returned(call: _OpenAICall, result: Any) -> None:
+    try:
+        call.returned(result)
+    except Exception as exc:
+        report_failure("openai: recording a completion", exc)
+
+
+# --- instrument / uninstrument -----------------------------------------------------------------
+
+
+def _targets() -> list[tuple[type, str, Any]]:
+    from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+    return [
+        (SyncAPIClient, "request", _wrap_sync_request),
+        (SyncAPIClient, "_process_response", _wrap_process_response),
+        (AsyncAPIClient, "request", _wrap_async_request),
+        (AsyncAPIClient, "_process_response", _wrap_async_process_response),
+    ]
+
+
+def instrument() -> None:
+    """Patch the OpenAI SDK (idempotent: a second call changes nothing)."""
+    with _lock:
+        if _originals:
+            return
+        for cls, name, wrap in _targets():
+            original = cls.__dict__[name]
+            if getattr(original, "__hilt_original__", None) is not None:
+                continue  # already patched by another copy of hilt; never wrap twice
+            wrapper = wrap(original)
+            wrapper.__hilt_original__ = original
+            setattr(cls, name, wrapper)
+            _originals[(cls, name)] = original
+
+
+def uninstrument() -> None:
+    """Put the SDK's own methods back, exactly as they were."""
+    with _lock:
+        for (cls, name), original in _originals.items():
+            if getattr(cls.__dict__.get(name), "__hilt_original__", None) is original:
+                setattr(cls, name, original)
+        _originals.clear()
+
+
+def is_instrumented() -> bool:
+    return bool(_originals)
