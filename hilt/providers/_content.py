@@ -78,29 +78,38 @@ def prepare_text(text: Any) -> str | None:
 
 
 def prepare_structure(value: Any, key: str | None = None) -> Any:
-    """Messages, tools or tool calls ready to record: base64 replaced by markers, every string redacted/capped.
+    """Messages, tools or tool calls ready to record: base64 replaced by markers, texts redacted/capped.
 
-    Returns ``None`` when content capture is off.
+    One pass that also makes the value JSON-ready (SDK models dumped). Returns ``None`` when
+    content capture is off.
     """
     if value is None or not settings.capture_content:
         return None
     transform = settings.redact is not None or settings.max_content_chars is not None
-    return _walk(json_safe(value), key, transform)
+    return _walk(value, key, transform)
 
 
 def _walk(value: Any, key: str | None, transform: bool) -> Any:
-    if isinstance(value, str):
+    kind = value.__class__
+    if kind is str:
         if value.startswith(_DATA_URL_PREFIX) and _BASE64_TAG in value[:200]:
             return _replace_data_url(value)
         if key in _BARE_BASE64_KEYS and len(value) > 256:
             return base64_marker(_BARE_BASE64_KEYS[key], value)
         return limit_text(value) if transform and key in _TEXT_KEYS else value
-    if isinstance(value, dict):
+    if kind is dict:
         if key == "input_audio" and isinstance(value.get("data"), str):
-            audio = dict(value)
-            audio["data"] = base64_marker(f"audio/{value.get('format') or 'unknown'}", value["data"])
-            return {k: _walk(v, k, transform) if k != "data" else audio["data"] for k, v in audio.items()}
-        return {k: _walk(v, k, transform) for k, v in value.items()}
-    if isinstance(value, list):
+            media = f"audio/{value.get('format') or 'unknown'}"
+            return {
+                k: base64_marker(media, v) if k == "data" else _walk(v, k, transform) for k, v in value.items()
+            }
+        return {k if k.__class__ is str else str(k): _walk(v, k, transform) for k, v in value.items()}
+    if kind is list or kind is tuple:
         return [_walk(item, key, transform) for item in value]
-    return value
+    if value is None or kind is int or kind is float or kind is bool:
+        return value
+    if isinstance(value, str):
+        return _walk(str(value), key, transform)
+    if isinstance(value, (Mapping, list, tuple)) or hasattr(value, "model_dump"):
+        return _walk(json_safe(value), key, transform)
+    return json_safe(value)

@@ -43,16 +43,23 @@ REQUEST_PARAMETERS = (
     "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs", "response_format", "tool_choice",
     "parallel_tool_calls", "reasoning_effort", "reasoning", "service_tier", "stream_options", "text",
     "truncation", "store", "dimensions", "encoding_format", "top_k", "min_p", "repetition_penalty",
-    "modalities", "prediction", "verbosity", "size", "quality", "background",
+    "modalities", "verbosity", "size", "quality", "background",
 )
 
 
+_MISSING = object()
+
+
 def _get(obj: Any, key: str) -> Any:
+    """``obj[key]`` for dicts, ``obj.key`` for SDK models, ``None`` when absent (fast: runs per stream chunk)."""
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if obj.__class__ is dict:
         return obj.get(key)
-    return getattr(obj, key, None)
+    value = getattr(obj, key, _MISSING)
+    if value is not _MISSING:
+        return value
+    return obj.get(key) if isinstance(obj, Mapping) else None
 
 
 def _int(value: Any) -> int | None:

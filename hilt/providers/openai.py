@@ -11,6 +11,7 @@ own class (a recording subclass), and their completion event is written however 
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 import re
 import threading
 import types
@@ -24,6 +25,7 @@ import orjson
 from .._internal import report_failure
 from ..config import settings
 from ._calls import CallRecord, ResponseFacts, start_call
+from ._content import prepare_text
 from ._openai_payloads import KNOWN_OPERATIONS, operation_for, read_request, read_response, stream_state_for
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
@@ -32,53 +34,85 @@ PROVIDER = "openai"
 AZURE_PROVIDER = "azure"
 
 _lock = threading.Lock()
-_originals: dict[tuple[type, str], Any] = {}
+_patches: dict[tuple[type, str], tuple[Any, Any]] = {}  # (class, method) -> (original, hilt's wrapper)
+_enabled = False  # False after uninstrument(): a wrapper left under another library's passes calls straight through
 _active: ContextVar[_OpenAICall | None] = ContextVar("hilt_openai_call", default=None)
 _stream_classes: dict[Any, type] = {}
+_RESPONSE_SESSIONS_MAX = 10_000
+_response_sessions: OrderedDict[str, str] = OrderedDict()  # Responses API id -> conversation id, this process
+_sessions_lock = threading.Lock()
 _SECRET_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
 class _OpenAICall:
     """The OpenAI side of one recorded call: its HTTP response, its stream state, and how it ends."""
 
-    __slots__ = ("record", "operation", "stream", "state", "http_response", "in_next", "api_key", "__weakref__")
+    __slots__ = (
+        "record", "operation", "stream", "state", "_response_ref", "_response_hold", "in_next", "api_key",
+        "tee", "tee_active", "tee_done", "__weakref__",
+    )
 
     def __init__(self, record: CallRecord, operation: str, stream: bool, api_key: str | None) -> None:
         self.record = record
         self.operation = operation
         self.stream = stream
         self.state = stream_state_for(operation, record.started) if stream else None
-        self.http_response: Any = None
+        self._response_ref: Any = None  # weak once the call returned: the caller's objects keep the response alive
+        self._response_hold: Any = None  # strong until then (the SDK drops a parsed response at once)
         self.in_next = False
         self.api_key = api_key
+        self.tee: list[bytes] | None = None  # body bytes seen through iter_bytes() (with_streaming_response)
+        self.tee_active = False
+        self.tee_done = False
 
     # --- the HTTP response arrived ---------------------------------------------------------
 
-    def on_http_response(self, response: Any, retries_taken: int) -> None:
+    def on_send(self) -> None:
+        """One HTTP attempt is about to go out (the SDK retries inside one call)."""
+        record = self.record
+        record.attempts = (record.attempts or 0) + 1
+
+    def on_http_response(self, response: Any) -> None:
         record = self.record
         record.status_code = response.status_code
         record.request_id = response.headers.get("x-request-id")
-        record.attempts = retries_taken + 1
-        self.http_response = response
+        self._response_ref = weakref.ref(response)
+        self._response_hold = response
+        response.__dict__["_hilt_call"] = self  # how the stream created from this response finds its call
+
+    @property
+    def http_response(self) -> Any:
+        if self._response_hold is not None:
+            return self._response_hold
+        return self._response_ref() if self._response_ref is not None else None
         response.__dict__["_hilt_call"] = self
 
     def returned(self, result: Any) -> None:
         """The SDK returned to the caller: finish now if the body is read, else when the response closes."""
         response = self.http_response
+        self._response_hold = None
         if response is None:
             self.record.emit_completion(ResponseFacts())
             return
+        if not getattr(type(result), "__hilt_recording__", False) and self.operation in KNOWN_OPERATIONS:
+            self._install_tee(response)  # a raw or streaming response: the caller may read its bytes directly
         if self.stream or _is_event_stream(response):
             self._finish_later(response)  # the recording stream class (or the close hook) finishes it
-            if not _is_stream_object(result):
-                self.watch(result)
             return
         body = _read_body(response)
         if body is _NOT_READ:
             self._finish_later(response)
-            self.watch(result)
         else:
-            self.record.emit_completion(self._facts_from_body(body))
+            self.complete(self._facts_from_body(body))
+
+    def complete(self, facts: ResponseFacts) -> None:
+        """Write the completion; a Responses id is remembered so ``previous_response_id`` turns keep the conversation."""
+        if self.operation == "responses" and facts.response_id and self.record.session_id:
+            with _sessions_lock:
+                _response_sessions[facts.response_id] = self.record.session_id
+                while len(_response_sessions) > _RESPONSE_SESSIONS_MAX:
+                    _response_sessions.popitem(last=False)
+        self.record.emit_completion(facts)
 
     def _facts_from_body(self, body: Any) -> ResponseFacts:
         if body is None or self.operation not in KNOWN_OPERATIONS and not isinstance(body, Mapping):
@@ -133,24 +167,104 @@ class _OpenAICall:
                     call_ref.on_http_closed()
 
             attributes["aclose"] = aclose
+        self.watch(response)
 
     def watch(self, owner: Any) -> None:
-        """Finish the call as not completed if ``owner`` (the caller's stream or response) is garbage-collected first."""
+        """Finish the call as not completed if ``owner`` (the HTTP response or a stream) is garbage-collected first.
+
+        The response lives as long as anything the caller holds (a raw response, a stream, a helper)."""
         if not self.record.finished:
             weakref.finalize(owner, _finish_abandoned, self)
 
+    def _install_tee(self, response: Any) -> None:
+        """Keep a copy of the decoded body bytes the caller reads (``iter_lines``, ``iter_bytes``, proxies)."""
+        call_ref = self
+        attributes = response.__dict__
+        if "iter_bytes" not in attributes:
+            original_iter_bytes = response.iter_bytes
+
+            def iter_bytes(chunk_size: int | None = None) -> Any:
+                captured = call_ref.tee = []
+                iterator = original_iter_bytes(chunk_size)
+                while True:
+                    call_ref.tee_active = True
+                    try:
+                        chunk = next(iterator)
+                    except StopIteration:
+                        call_ref.tee_done = True
+                        break
+                    finally:
+                        call_ref.tee_active = False
+                    captured.append(chunk)
+                    yield chunk
+                if not call_ref.in_next:
+                    call_ref.on_http_closed()
+
+            attributes["iter_bytes"] = iter_bytes
+        if "aiter_bytes" not in attributes and hasattr(response, "aiter_bytes"):
+            original_aiter_bytes = response.aiter_bytes
+
+            async def aiter_bytes(chunk_size: int | None = None) -> Any:
+                captured = call_ref.tee = []
+                iterator = original_aiter_bytes(chunk_size)
+                while True:
+                    call_ref.tee_active = True
+                    try:
+                        chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        call_ref.tee_done = True
+                        break
+                    finally:
+                        call_ref.tee_active = False
+                    captured.append(chunk)
+                    yield chunk
+                if not call_ref.in_next:
+                    call_ref.on_http_closed()
+
+            attributes["aiter_bytes"] = aiter_bytes
+
+    def _facts_from_tee(self, captured: list[bytes]) -> ResponseFacts:
+        data = b"".join(captured)
+        response = self.http_response
+        if self.stream or (response is not None and _is_event_stream(response)):
+            state = stream_state_for(self.operation, self.record.started)
+            if state is None:
+                return ResponseFacts(stream_completed=self.tee_done)
+            for line in data.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if not payload or payload == b"[DONE]":
+                    continue
+                try:
+                    state.add(orjson.loads(payload))
+                except orjson.JSONDecodeError:
+                    continue  # a torn last event of a cut stream
+            facts = state.facts(completed=self.tee_done)
+            facts.ttft_ms = None  # chunk times are unknown when the caller read raw bytes
+            return facts
+        try:
+            body = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            body = None
+        return self._facts_from_body(body)
+
     def on_http_closed(self) -> None:
-        if self.in_next or self.record.finished:
+        if self.in_next or self.tee_active or self.record.finished:
             return  # a stream closes its response on the way to its end; the stream finishes the call
         try:
-            if self.state is not None:
-                self.record.emit_completion(self.state.facts(completed=False))
+            if self.state is not None and self.state.chunks:
+                self.complete(self.state.facts(completed=False))
+            elif self.tee:
+                self.complete(self._facts_from_tee(self.tee))
+            elif self.state is not None:
+                self.complete(self.state.facts(completed=False))
             else:
                 body = _read_body(self.http_response)
                 facts = self._facts_from_body(None if body is _NOT_READ else body)
                 if self.stream:
                     facts.stream_completed = False
-                self.record.emit_completion(facts)
+                self.complete(facts)
         except Exception as exc:
             report_failure("openai: finishing a call", exc)
 
@@ -161,7 +275,7 @@ class _OpenAICall:
             if self.record.finished:
                 return
             facts = self.state.facts(completed) if self.state is not None else ResponseFacts(stream_completed=completed)
-            self.record.emit_completion(facts)
+            self.complete(facts)
         except Exception as exc:
             report_failure("openai: finishing a stream", exc)
 
@@ -190,9 +304,17 @@ class _OpenAICall:
             error = {
                 "type": type(exc).__name__,
                 "code": code if isinstance(code, (str, int)) else None,
-                "message": self._scrub(str(message)),
+                # An API error message can quote the request, so it is content: redacted, capped, or
+                # left out with capture_content=False (type, code and status stay).
+                "message": prepare_text(self._scrub(str(message))),
             }
             partial = self.state.facts(completed=False) if self.state is not None else None
+            response = self.http_response
+            if partial is None and response is not None and 200 <= response.status_code < 300:
+                # A 2xx answer the SDK then rejected (e.g. parse()'s LengthFinishReasonError): it was billed.
+                body = _read_body(response)
+                if body is not _NOT_READ and body is not None:
+                    partial = self._facts_from_body(body)
             record.emit_error(exc, error, partial)
         except Exception as failure:
             report_failure("openai: recording an error", failure)
@@ -220,10 +342,6 @@ def _read_body(response: Any) -> Any:
         return None
 
 
-def _is_stream_object(value: Any) -> bool:
-    return getattr(type(value), "__hilt_recording__", False)
-
-
 def _is_event_stream(response: Any) -> bool:
     return "text/event-stream" in (response.headers.get("content-type") or "")
 
@@ -246,6 +364,9 @@ def _begin(client: Any, options: Any, stream: bool) -> _OpenAICall | None:
             body = {**(body if isinstance(body, Mapping) else {}), **extra}
         provider = AZURE_PROVIDER if _is_azure(client) else PROVIDER
         facts = read_request(provider, operation, body, stream)
+        previous = facts.extra.get("previous_response_id")
+        if facts.session_id is None and previous is not None:
+            facts.session_id = _response_sessions.get(previous)
         record = start_call(facts)
         if record is None:
             return None
@@ -309,35 +430,37 @@ def _call_of(stream: Any) -> _OpenAICall | None:
 
 
 def _sync_stream_namespace(base: type) -> dict[str, Any]:
-    base_stream = base.__stream__  # type: ignore[attr-defined]
+    """``__next__``/``__iter__`` that see each chunk; the SDK's own ``__stream__`` generator is left as it is."""
+    base_next = base.__next__  # type: ignore[attr-defined]
 
-    def __stream__(self: Any) -> Any:
-        inner = base_stream(self)
+    def __next__(self: Any) -> Any:
         call = _call_of(self)
         if call is None:
-            yield from inner
-            return
+            return base_next(self)
+        call.in_next = True
         try:
-            while True:
-                call.in_next = True
-                try:
-                    item = next(inner)
-                except StopIteration:
-                    call.in_next = False
-                    call.stream_ended(completed=True)
-                    return
-                except BaseException as exc:
-                    call.in_next = False
-                    call.failed(exc)
-                    raise
-                call.in_next = False
-                call.chunk(item)
-                yield item
-        finally:
-            inner.close()
-            call.stream_ended(completed=False)
+            item = base_next(self)
+        except StopIteration:
+            call.in_next = False
+            call.stream_ended(completed=True)
+            raise
+        except BaseException as exc:
+            call.in_next = False
+            call.failed(exc)
+            raise
+        call.in_next = False
+        call.chunk(item)
+        return item
 
-    return {"__stream__": __stream__, "__init__": _stream_init(base)}
+    def __iter__(self: Any) -> Any:
+        while True:
+            try:
+                item = self.__next__()
+            except StopIteration:
+                return
+            yield item
+
+    return {"__next__": __next__, "__iter__": __iter__, "__init__": _stream_init(base)}
 
 
 def _stream_init(base: type) -> Any:
@@ -356,36 +479,37 @@ def _stream_init(base: type) -> Any:
 
 
 def _async_stream_namespace(base: type) -> dict[str, Any]:
-    base_stream = base.__stream__  # type: ignore[attr-defined]
+    """``__anext__``/``__aiter__`` that see each chunk; no extra async generator to finalize on abandonment."""
+    base_anext = base.__anext__  # type: ignore[attr-defined]
 
-    async def __stream__(self: Any) -> Any:
-        inner = base_stream(self)
+    async def __anext__(self: Any) -> Any:
         call = _call_of(self)
         if call is None:
-            async for item in inner:
-                yield item
-            return
+            return await base_anext(self)
+        call.in_next = True
         try:
-            while True:
-                call.in_next = True
-                try:
-                    item = await inner.__anext__()
-                except StopAsyncIteration:
-                    call.in_next = False
-                    call.stream_ended(completed=True)
-                    return
-                except BaseException as exc:
-                    call.in_next = False
-                    call.failed(exc)
-                    raise
-                call.in_next = False
-                call.chunk(item)
-                yield item
-        finally:
-            await inner.aclose()
-            call.stream_ended(completed=False)
+            item = await base_anext(self)
+        except StopAsyncIteration:
+            call.in_next = False
+            call.stream_ended(completed=True)
+            raise
+        except BaseException as exc:
+            call.in_next = False
+            call.failed(exc)
+            raise
+        call.in_next = False
+        call.chunk(item)
+        return item
 
-    return {"__stream__": __stream__, "__init__": _stream_init(base)}
+    async def __aiter__(self: Any) -> Any:
+        while True:
+            try:
+                item = await self.__anext__()
+            except StopAsyncIteration:
+                return
+            yield item
+
+    return {"__anext__": __anext__, "__aiter__": __aiter__, "__init__": _stream_init(base)}
 
 
 # --- the patches -----------------------------------------------------------------------------
@@ -394,7 +518,7 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
 def _wrap_sync_request(original: Any) -> Any:
     @functools.wraps(original)
     def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
-        if _active.get() is not None:
+        if not _enabled or _active.get() is not None:
             return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
         call = _begin(self, options, stream)
         if call is None:
@@ -418,7 +542,7 @@ def _wrap_sync_request(original: Any) -> Any:
 def _wrap_async_request(original: Any) -> Any:
     @functools.wraps(original)
     async def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
-        if _active.get() is not None:
+        if not _enabled or _active.get() is not None:
             return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
         call = _begin(self, options, stream)
         if call is None:
@@ -449,7 +573,7 @@ def _wrap_process_response(original: Any) -> Any:
         call = _active.get()
         if call is not None:
             try:
-                call.on_http_response(kwargs["response"], kwargs.get("retries_taken", 0))
+                call.on_http_response(kwargs["response"])
             except Exception as exc:
                 report_failure("openai: reading a response", exc)
         return original(self, *args, **kwargs)
@@ -463,12 +587,36 @@ def _wrap_async_process_response(original: Any) -> Any:
         call = _active.get()
         if call is not None:
             try:
-                call.on_http_response(kwargs["response"], kwargs.get("retries_taken", 0))
+                call.on_http_response(kwargs["response"])
             except Exception as exc:
                 report_failure("openai: reading a response", exc)
         return await original(self, *args, **kwargs)
 
     return _process_response
+
+
+def _wrap_send_request(original: Any) -> Any:
+    """Counts the HTTP attempts of the current call (``extensions.attempts``), failed ones included."""
+
+    @functools.wraps(original)
+    def _send_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = _active.get()
+        if call is not None:
+            call.on_send()
+        return original(self, *args, **kwargs)
+
+    return _send_request
+
+
+def _wrap_async_send_request(original: Any) -> Any:
+    @functools.wraps(original)
+    async def _send_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        call = _active.get()
+        if call is not None:
+            call.on_send()
+        return await original(self, *args, **kwargs)
+
+    return _send_request
 
 
 def _safe_stream_class(stream_cls: Any) -> Any:
@@ -495,34 +643,41 @@ def _targets() -> list[tuple[type, str, Any]]:
     return [
         (SyncAPIClient, "request", _wrap_sync_request),
         (SyncAPIClient, "_process_response", _wrap_process_response),
+        (SyncAPIClient, "_send_request", _wrap_send_request),
         (AsyncAPIClient, "request", _wrap_async_request),
         (AsyncAPIClient, "_process_response", _wrap_async_process_response),
+        (AsyncAPIClient, "_send_request", _wrap_async_send_request),
     ]
 
 
 def instrument() -> None:
     """Patch the OpenAI SDK (idempotent: a second call changes nothing)."""
+    global _enabled
     with _lock:
-        if _originals:
-            return
         for cls, name, wrap in _targets():
+            if (cls, name) in _patches:
+                continue  # still in place (perhaps under another library's wrapper): just enable it again
             original = cls.__dict__[name]
-            if getattr(original, "__hilt_original__", None) is not None:
-                continue  # already patched by another copy of hilt; never wrap twice
             wrapper = wrap(original)
-            wrapper.__hilt_original__ = original
             setattr(cls, name, wrapper)
-            _originals[(cls, name)] = original
+            _patches[(cls, name)] = (original, wrapper)
+        _enabled = True
 
 
 def uninstrument() -> None:
-    """Put the SDK's own methods back, exactly as they were."""
+    """Put the SDK's own methods back, exactly as they were.
+
+    If another library has wrapped hilt's wrapper since, removing ours would remove theirs too;
+    hilt's wrapper then stays underneath as a plain pass-through that records nothing.
+    """
+    global _enabled
     with _lock:
-        for (cls, name), original in _originals.items():
-            if getattr(cls.__dict__.get(name), "__hilt_original__", None) is original:
+        _enabled = False
+        for (cls, name), (original, wrapper) in list(_patches.items()):
+            if cls.__dict__.get(name) is wrapper:
                 setattr(cls, name, original)
-        _originals.clear()
+                del _patches[(cls, name)]
 
 
 def is_instrumented() -> bool:
-    return bool(_originals)
+    return _enabled

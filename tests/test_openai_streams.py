@@ -1,0 +1,448 @@
+"""Streams: the four ways a stream ends, chunks untouched, usage, ttft and tool-call deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import gc
+from typing import Any
+
+import openai
+import pytest
+
+import hilt
+from hilt.pricing import cost_usd
+from hilt.testing import ScriptedReply
+from test_openai_support import (  # noqa: F401 - fixtures
+    NULL_TOKENS,
+    aclient,
+    client,
+    fresh_server,
+    one_call,
+    read_events,
+    server,
+    without,
+)
+
+MESSAGES = [{"role": "user", "content": "one two three four five"}]
+ANSWER = "Echo: one two three four five"
+# the server streams: a role chunk (content ""), then "Echo: ", "one ", "two ", ... then a finish chunk
+AFTER_TWO_CHUNKS = "Echo: "
+AFTER_THREE_CHUNKS = "Echo: one "
+
+
+def _stream(client: openai.OpenAI, **extra: Any) -> Any:
+    return client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, **extra)
+
+
+async def _astream(aclient: openai.AsyncOpenAI, **extra: Any) -> Any:
+    return await aclient.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, **extra)
+
+
+def _text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def _assert_not_completed(tmp_log: Any, text: str | None) -> dict[str, Any]:
+    prompt, end = one_call(tmp_log)
+    assert end["action"] == "completion"
+    assert end["extensions"]["stream_completed"] is False
+    assert end["extensions"]["status_code"] == 200
+    assert "error" not in end["extensions"]
+    assert end["content"]["text"] == text
+    return end
+
+
+# --- the four endings (sync) ---------------------------------------------------------------------
+
+
+def test_exhausted_stream_is_completed(client, tmp_log):
+    """A stream read to its end writes one completion with stream_completed true and the full text."""
+    hilt.instrument(filepath=tmp_log)
+    stream = _stream(client)
+    assert isinstance(stream, openai.Stream)
+    chunks = list(stream)
+    assert _text(chunks) == ANSWER
+    gc.collect()
+    prompt, end = one_call(tmp_log)
+    assert prompt["extensions"]["stream"] is True
+    assert end["action"] == "completion"
+    assert end["extensions"]["stream"] is True
+    assert end["extensions"]["stream_completed"] is True
+    assert end["extensions"]["finish_reason"] == "stop"
+    assert end["content"]["text"] == ANSWER
+    assert end["actor"] == {"type": "agent", "id": "gpt-4o-2024-08-06"}
+
+
+def test_close_early_is_one_not_completed_completion(client, tmp_log):
+    """close() after two chunks writes one completion, stream_completed false, with the text read so far."""
+    hilt.instrument(filepath=tmp_log)
+    stream = _stream(client)
+    next(stream)
+    next(stream)
+    stream.close()
+    _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+    del stream
+    gc.collect()
+    assert len(read_events(tmp_log)) == 2
+
+
+def test_break_inside_with_is_one_not_completed_completion(client, tmp_log):
+    """Leaving a `with` block by `break` after three chunks is a normal, not-completed completion."""
+    hilt.instrument(filepath=tmp_log)
+    with _stream(client) as stream:
+        for index, _chunk in enumerate(stream):
+            if index == 2:
+                break
+    _assert_not_completed(tmp_log, AFTER_THREE_CHUNKS)
+    del stream
+    gc.collect()
+    assert len(read_events(tmp_log)) == 2
+
+
+def test_error_mid_stream_is_one_system_event_with_partial_text(client, server, tmp_log):
+    """A connection cut after three chunks: one system event, status 200, the error and the text so far."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.cut_stream(3))
+    received = []
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in _stream(client):
+            received.append(chunk)
+    assert _text(received) == AFTER_THREE_CHUNKS
+    gc.collect()
+    prompt, end = one_call(tmp_log)
+    assert end["action"] == "system"
+    assert end["actor"] == {"type": "system", "id": "openai"}
+    ext = end["extensions"]
+    assert ext["status_code"] == 200
+    assert ext["error"]["type"] == "APIConnectionError"
+    assert ext["error"]["code"] is None
+    assert ext["stream_completed"] is False
+    assert ext["request_id"] == "req_1"
+    assert ext["response_id"] == "chatcmpl-1"
+    assert end["content"]["text"] == AFTER_THREE_CHUNKS
+
+
+def test_abandoned_stream_is_closed_when_collected(client, tmp_log):
+    """A stream dropped after two chunks is closed as not completed when garbage-collected, once."""
+    hilt.instrument(filepath=tmp_log)
+    stream = _stream(client)
+    next(stream)
+    next(stream)
+    assert len(read_events(tmp_log)) == 1
+    del stream
+    gc.collect()
+    _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+    gc.collect()
+    assert len(read_events(tmp_log)) == 2
+
+
+def test_abandoned_unread_stream_is_closed_when_collected(client, tmp_log):
+    """A stream never iterated is closed as not completed, with no text, when garbage-collected."""
+    hilt.instrument(filepath=tmp_log)
+    stream = _stream(client)
+    del stream
+    gc.collect()
+    end = _assert_not_completed(tmp_log, None)
+    assert end["metrics"]["tokens"] == NULL_TOKENS
+    assert "ttft_ms" not in end["metrics"]
+
+
+def test_for_break_without_with_is_closed_when_collected(client, tmp_log):
+    """`for chunk in create(stream=True): break` without `with` still ends with one not-completed completion."""
+    hilt.instrument(filepath=tmp_log)
+    for _chunk in _stream(client):
+        break
+    gc.collect()
+    _assert_not_completed(tmp_log, "")
+
+
+# --- the four endings (async) --------------------------------------------------------------------
+
+
+async def test_async_exhausted_stream_is_completed(aclient, tmp_log):
+    """An async stream read to its end writes one completion with stream_completed true."""
+    hilt.instrument(filepath=tmp_log)
+    stream = await _astream(aclient)
+    assert isinstance(stream, openai.AsyncStream)
+    chunks = [chunk async for chunk in stream]
+    assert _text(chunks) == ANSWER
+    prompt, end = one_call(tmp_log)
+    assert end["action"] == "completion"
+    assert end["extensions"]["stream_completed"] is True
+    assert end["content"]["text"] == ANSWER
+
+
+async def test_async_close_early(aclient, tmp_log):
+    """`await stream.close()` after two chunks writes one not-completed completion with the text so far."""
+    hilt.instrument(filepath=tmp_log)
+    stream = await _astream(aclient)
+    await stream.__anext__()
+    await stream.__anext__()
+    await stream.close()
+    _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+    del stream
+    gc.collect()
+    await asyncio.sleep(0.01)
+    assert len(read_events(tmp_log)) == 2
+
+
+async def test_async_break_inside_async_with(aclient, tmp_log):
+    """Leaving an `async with` block by `break` after three chunks is one not-completed completion."""
+    hilt.instrument(filepath=tmp_log)
+    async with await _astream(aclient) as stream:
+        index = 0
+        async for _chunk in stream:
+            if index == 2:
+                break
+            index += 1
+    _assert_not_completed(tmp_log, AFTER_THREE_CHUNKS)
+
+
+async def test_async_error_mid_stream(aclient, server, tmp_log):
+    """An async stream cut after three chunks: one system event, status 200, the text so far."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.cut_stream(3))
+    with pytest.raises(openai.APIConnectionError):
+        async for _chunk in await _astream(aclient):
+            pass
+    prompt, end = one_call(tmp_log)
+    assert end["action"] == "system"
+    assert end["extensions"]["status_code"] == 200
+    assert end["extensions"]["error"]["type"] == "APIConnectionError"
+    assert end["extensions"]["stream_completed"] is False
+    assert end["content"]["text"] == AFTER_THREE_CHUNKS
+
+
+async def test_async_abandoned_stream_is_closed_when_collected(aclient, tmp_log):
+    """An async stream dropped after two chunks is closed as not completed when garbage-collected."""
+    hilt.instrument(filepath=tmp_log)
+    stream = await _astream(aclient)
+    await stream.__anext__()
+    await stream.__anext__()
+    del stream
+    gc.collect()
+    await asyncio.sleep(0.01)
+    gc.collect()
+    _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+
+
+async def test_async_abandoned_stream_makes_asyncio_report_nothing(aclient, tmp_log):
+    """Abandoning an async stream under hilt makes asyncio report no errors (as without hilt)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    hilt.instrument(filepath=tmp_log)
+    try:
+        stream = await _astream(aclient)
+        await stream.__anext__()
+        await stream.__anext__()
+        del stream
+        gc.collect()
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert len(read_events(tmp_log)) == 2
+    assert [str(c.get("exception") or c.get("message")) for c in reported] == []
+
+
+# --- the SDK's objects and chunks are untouched -------------------------------------------------
+
+
+def test_stream_keeps_sdk_class_and_chunks(client, server, tmp_log):
+    """Under hilt the stream is still an openai.Stream named Stream and yields the same chunks as without."""
+    baseline = [without(c.model_dump(), "created") for c in _stream(client)]
+    server.reset()
+    hilt.instrument(filepath=tmp_log)
+    stream = _stream(client)
+    assert isinstance(stream, openai.Stream)
+    assert type(stream).__name__ == "Stream"
+    recorded = [without(c.model_dump(), "created") for c in stream]
+    assert recorded == baseline
+    assert len(recorded) == 8
+
+
+async def test_async_stream_keeps_sdk_class_and_chunks(aclient, server, tmp_log):
+    """Under hilt the async stream is still an openai.AsyncStream and yields the same chunks as without."""
+    baseline = [without(c.model_dump(), "created") async for c in await _astream(aclient)]
+    server.reset()
+    hilt.instrument(filepath=tmp_log)
+    stream = await _astream(aclient)
+    assert isinstance(stream, openai.AsyncStream)
+    recorded = [without(c.model_dump(), "created") async for c in stream]
+    assert recorded == baseline
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+
+def test_include_usage_gives_api_tokens(client, server, tmp_log):
+    """stream_options include_usage: tokens from the last chunk, usage_source "api" and a cost."""
+    hilt.instrument(filepath=tmp_log)
+    chunks = list(_stream(client, stream_options={"include_usage": True}))
+    assert chunks[-1].usage.total_tokens == 11
+    prompt, end = one_call(tmp_log)
+    assert end["extensions"]["usage_source"] == "api"
+    assert end["metrics"]["tokens"] == {"prompt": 5, "completion": 6, "total": 11, "cached": 0, "reasoning": 0}
+    expected = cost_usd("openai", "gpt-4o-2024-08-06", end["metrics"]["tokens"])
+    assert end["metrics"]["cost_usd"] == expected and expected > 0
+    assert prompt["extensions"]["request"]["stream_options"] == {"include_usage": True}
+
+
+def test_without_include_usage_tokens_are_null_and_hilt_adds_nothing(client, server, tmp_log):
+    """Without include_usage: tokens all null, usage_source "missing", and hilt did not ask the API for usage."""
+    hilt.instrument(filepath=tmp_log)
+    list(_stream(client))
+    assert "stream_options" not in server.last_request.body
+    prompt, end = one_call(tmp_log)
+    assert end["extensions"]["usage_source"] == "missing"
+    assert end["metrics"]["tokens"] == NULL_TOKENS
+    assert end["metrics"]["cost_usd"] is None
+
+
+def test_stream_usage_option_asks_for_usage_without_mutating_caller(client, server, tmp_log):
+    """instrument(stream_usage=True) sends include_usage, keeps other stream_options, and mutates nothing of the caller."""
+    hilt.instrument(filepath=tmp_log, stream_usage=True)
+    kwargs = {"model": "gpt-4o", "messages": MESSAGES, "stream": True, "stream_options": {"include_obfuscation": False}}
+    before = copy.deepcopy(kwargs)
+    chunks = list(client.chat.completions.create(**kwargs))
+    assert kwargs == before
+    assert server.last_request.body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert chunks[-1].usage is not None
+    prompt, end = one_call(tmp_log)
+    assert end["extensions"]["usage_source"] == "api"
+    assert end["metrics"]["tokens"]["total"] == 11
+
+
+def test_stream_usage_option_without_stream_options(client, server, tmp_log):
+    """instrument(stream_usage=True) adds stream_options.include_usage when the caller sent none."""
+    hilt.instrument(filepath=tmp_log, stream_usage=True)
+    list(_stream(client))
+    assert server.last_request.body["stream_options"] == {"include_usage": True}
+    assert one_call(tmp_log)[1]["metrics"]["tokens"]["prompt"] == 5
+
+
+def test_stream_usage_option_leaves_plain_calls_alone(client, server, tmp_log):
+    """instrument(stream_usage=True) sends no stream_options on a non-streamed call."""
+    hilt.instrument(filepath=tmp_log, stream_usage=True)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert "stream_options" not in server.last_request.body
+
+
+def test_ttft_only_on_streams(client, tmp_log, read_jsonl):
+    """A stream's completion carries ttft_ms (a positive number, at most latency_ms); a plain call's does not."""
+    hilt.instrument(filepath=tmp_log)
+    list(_stream(client))
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    stream_end, plain_end = [e for e in read_jsonl(tmp_log) if e["action"] == "completion"]
+    ttft = stream_end["metrics"]["ttft_ms"]
+    assert isinstance(ttft, (int, float)) and 0 < ttft <= stream_end["metrics"]["latency_ms"]
+    assert "ttft_ms" not in plain_end["metrics"]
+
+
+# --- tool calls ------------------------------------------------------------------------------------
+
+TOOL_CALLS = [
+    {"id": "call_w", "name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
+    {"id": "call_t", "name": "get_time", "arguments": {"tz": "Europe/Paris"}},
+]
+EXPECTED_TOOL_CALLS = [
+    {"id": "call_w", "name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
+    {"id": "call_t", "name": "get_time", "arguments": '{"tz": "Europe/Paris"}'},
+]
+
+
+def test_streamed_tool_call_deltas_are_merged_by_index(client, server, tmp_log):
+    """Tool-call deltas streamed in pieces are merged per index into [{id, name, arguments}] with the full string."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.chat(tool_calls=TOOL_CALLS))
+    chunks = list(_stream(client))
+    argument_pieces = [
+        tc.function.arguments for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []
+        if tc.function and tc.function.arguments
+    ]
+    assert len(argument_pieces) > 2  # the arguments really arrived in pieces
+    prompt, end = one_call(tmp_log)
+    assert end["content"]["tool_calls"] == EXPECTED_TOOL_CALLS
+    assert end["content"]["text"] is None
+    assert end["extensions"]["finish_reason"] == "tool_calls"
+    assert end["extensions"]["stream_completed"] is True
+
+
+def test_plain_tool_calls_are_recorded(client, server, tmp_log):
+    """A non-streamed tool-call answer is recorded as [{id, name, arguments}] with the arguments string."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.chat(tool_calls=TOOL_CALLS))
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert one_call(tmp_log)[1]["content"]["tool_calls"] == EXPECTED_TOOL_CALLS
+
+
+def test_streamed_refusal_is_recorded(client, server, tmp_log):
+    """A streamed refusal is recorded as content.refusal."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.chat(refusal="I can not help with that."))
+    list(_stream(client))
+    end = one_call(tmp_log)[1]
+    assert end["content"]["refusal"] == "I can not help with that."
+    assert end["content"]["text"] is None
+
+
+# --- the caller's own exception inside the loop ----------------------------------------------------------
+
+
+def test_caller_exception_in_loop_is_not_an_api_error(client, tmp_log):
+    """An exception raised by the caller's own loop body closes the call as a not-completed completion, not an error."""
+    hilt.instrument(filepath=tmp_log)
+    with pytest.raises(KeyError):
+        with _stream(client) as stream:
+            for index, _chunk in enumerate(stream):
+                if index == 1:
+                    raise KeyError("the app's own bug")
+    del stream
+    gc.collect()
+    end = _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+    assert end["actor"]["type"] == "agent"
+
+
+async def test_async_caller_exception_in_loop_is_not_an_api_error(aclient, tmp_log):
+    """The same for an async stream left by the caller's own exception."""
+    hilt.instrument(filepath=tmp_log)
+    with pytest.raises(KeyError):
+        async with await _astream(aclient) as stream:
+            index = 0
+            async for _chunk in stream:
+                if index == 1:
+                    raise KeyError("the app's own bug")
+                index += 1
+    _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+
+
+# --- with_streaming_response read as raw lines / bytes -----------------------------------------------------
+
+
+def test_streaming_response_iter_lines_to_the_end(client, server, tmp_log):
+    """A stream fully read as SSE lines (e.g. proxied to a browser) is recorded as completed, with text and usage."""
+    hilt.instrument(filepath=tmp_log)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    ) as response:
+        lines = list(response.iter_lines())
+    assert "data: [DONE]" in lines  # read to its end
+    end = one_call(tmp_log)[1]
+    assert end["extensions"]["stream_completed"] is True
+    assert end["content"]["text"] == ANSWER
+    assert end["metrics"]["tokens"]["total"] == 11
+
+
+def test_streaming_response_iter_bytes_plain(client, tmp_log):
+    """A plain answer read as bytes through with_streaming_response is recorded with its text and tokens."""
+    hilt.instrument(filepath=tmp_log)
+    with client.chat.completions.with_streaming_response.create(model="gpt-4o", messages=MESSAGES) as response:
+        body = b"".join(response.iter_bytes())
+    assert b"Echo: one two three four five" in body
+    end = one_call(tmp_log)[1]
+    assert end["content"]["text"] == ANSWER
+    assert end["metrics"]["tokens"]["total"] == 11

@@ -1,0 +1,124 @@
+"""Shared fixtures and helpers for the ``test_openai_*`` modules (this module holds no tests).
+
+Every OpenAI test drives the real ``openai`` SDK over HTTP against :class:`hilt.testing.OpenAIServer`
+and asserts on the JSON lines hilt wrote. Modules import what they need from here::
+
+    from test_openai_support import API_KEY, aclient, client, fresh_server, server, ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from hilt.testing import OpenAIServer
+
+#: Set on every client; it must never appear in a log file.
+API_KEY = "sk-hilt-test-K3y0123456789abcdef"
+#: Nothing listens on port 1: the SDK gets "connection refused" at once.
+REFUSED_URL = "http://127.0.0.1:1/v1"
+TOKEN_KEYS = {"prompt", "completion", "total", "cached", "reasoning"}
+NULL_TOKENS = dict.fromkeys(TOKEN_KEYS)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OpenAIServer]:
+    """One embedded OpenAI-compatible server per test module."""
+    with OpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def fresh_server(server: OpenAIServer) -> Iterator[None]:
+    """Every test starts with no queued replies, no recorded requests and ids counting from 1."""
+    server.reset()
+    yield
+    server.reset()
+
+
+def make_client(server: OpenAIServer, **options: Any) -> openai.OpenAI:
+    options.setdefault("max_retries", 0)
+    options.setdefault("base_url", server.base_url)
+    return openai.OpenAI(api_key=API_KEY, **options)
+
+
+def make_async_client(server: OpenAIServer, **options: Any) -> openai.AsyncOpenAI:
+    options.setdefault("max_retries", 0)
+    options.setdefault("base_url", server.base_url)
+    return openai.AsyncOpenAI(api_key=API_KEY, **options)
+
+
+@pytest.fixture
+def client(server: OpenAIServer) -> Iterator[openai.OpenAI]:
+    """A sync client of the test server, retries off, closed after the test."""
+    with make_client(server) as c:
+        yield c
+
+
+@pytest.fixture
+async def aclient(server: OpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An async client of the test server, retries off, closed after the test."""
+    async with make_async_client(server) as c:
+        yield c
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """The parsed lines of a hilt JSONL file (``[]`` when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if not data:
+        return []
+    assert data.endswith(b"\n"), "last line is not terminated"
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
+def check_pair(prompt: dict[str, Any], end: dict[str, Any]) -> None:
+    """The pinned links between a prompt event and the event that closes its call."""
+    assert prompt["action"] == "prompt"
+    assert end["action"] in ("completion", "system")
+    assert prompt["extensions"]["call_id"] == end["extensions"]["call_id"]
+    assert end["extensions"]["reply_to"] == prompt["event_id"]
+    assert end["session_id"] == prompt["session_id"]
+    assert "status_code" not in prompt["extensions"]
+    assert "metrics" not in prompt
+    assert "reply_to" not in prompt["extensions"]
+    latency = end["metrics"]["latency_ms"]
+    assert isinstance(latency, (int, float)) and not isinstance(latency, bool) and latency > 0
+    assert set(end["metrics"]["tokens"]) == TOKEN_KEYS
+
+
+def one_call(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file holds exactly one call: its prompt and closing event, checked for the pinned links."""
+    events = read_events(path)
+    assert [e["action"] for e in events][:1] == ["prompt"], events
+    assert len(events) == 2, [(e["action"], e["extensions"].get("status_code")) for e in events]
+    check_pair(events[0], events[1])
+    return events[0], events[1]
+
+
+def calls(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Events grouped by ``extensions.call_id`` (in file order)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        grouped.setdefault(event["extensions"]["call_id"], []).append(event)
+    return grouped
+
+
+def closing_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["action"] in ("completion", "system")]
+
+
+def without(data: Any, *keys: str) -> Any:
+    """``data`` (nested dicts/lists) without the given keys anywhere (e.g. ``created`` timestamps)."""
+    if isinstance(data, dict):
+        return {k: without(v, *keys) for k, v in data.items() if k not in keys}
+    if isinstance(data, list):
+        return [without(v, *keys) for v in data]
+    return data
