@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -41,9 +42,19 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp() -> str:
-    """The current time as UTC ISO 8601 with microseconds and a ``Z`` suffix."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+    """The current time as UTC ISO 8601 with microseconds and a ``Z`` suffix (``2026-01-31T09:15:11.020871Z``)."""
+    global _second_cache
+    now = time.time_ns() // 1000
+    second, micros = divmod(now, 1_000_000)
+    cached_second, prefix = _second_cache
+    if cached_second != second:
+        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, prefix)
+    return f"{prefix}.{micros:06d}Z"
 
 
 def _split_known(data: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -171,7 +182,7 @@ class Event:
     unknown_fields: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.action, str) or not _ACTION_PATTERN.fullmatch(self.action):
+        if self.action not in ACTIONS and (not isinstance(self.action, str) or not _ACTION_PATTERN.fullmatch(self.action)):
             raise HILTError(
                 f"action: {self.action!r} is not a valid action; use one of {sorted(ACTIONS)} "
                 "or a lower-case name of letters, digits and '_' (e.g. 'data_export')"

@@ -303,6 +303,31 @@ class _StreamState:
         raise NotImplementedError
 
 
+def _merge_tool_calls(delta: Any, calls: dict[int, dict[str, Any]]) -> None:
+    """Merge one delta's tool-call fragments into ``calls`` by index (a legacy function_call is index -1)."""
+    for call in _get(delta, "tool_calls") or []:
+        index = _get(call, "index") or 0
+        merged = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
+        merged["id"] = _get(call, "id") or merged["id"]
+        function = _get(call, "function")
+        merged["name"] = _get(function, "name") or merged["name"]
+        merged["arguments"] += _get(function, "arguments") or ""
+    legacy = _get(delta, "function_call")
+    if legacy is not None:
+        merged = calls.setdefault(-1, {"id": None, "name": None, "arguments": ""})
+        merged["name"] = _get(legacy, "name") or merged["name"]
+        merged["arguments"] += _get(legacy, "arguments") or ""
+
+
+def _first_content(chunks: list[Any]) -> str | None:
+    """``""`` when the stream sent only empty content deltas (as the slow reader reports), else ``None``."""
+    for chunk in chunks:
+        for choice in chunk.choices:
+            if choice.index == 0 and choice.delta.content is not None:
+                return ""
+    return None
+
+
 class ChatStreamState(_StreamState):
     """Merges ``chat.completion.chunk`` deltas: text, tool calls by index, refusal, finish reason, usage."""
 
@@ -314,11 +339,53 @@ class ChatStreamState(_StreamState):
         return bool(_get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"))
 
     def _read(self) -> ResponseFacts:
+        chunks = self.chunks
+        if chunks and chunks[0].__class__ is not dict:
+            try:
+                return self._read_models(chunks)
+            except AttributeError:
+                pass  # an odd chunk shape: the careful reader below copes with anything
+        return self._read_any(chunks)
+
+    @staticmethod
+    def _read_models(chunks: list[Any]) -> ResponseFacts:
+        """The fast path for the SDK's chunk models: plain attribute access, text parts joined once."""
         facts = ResponseFacts()
         texts: list[str] = []
         refusals: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
-        for chunk in self.chunks:
+        usage = None
+        for chunk in chunks:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.index != 0:
+                    continue
+                delta = choice.delta
+                if delta.content:
+                    texts.append(delta.content)
+                if delta.refusal:
+                    refusals.append(delta.refusal)
+                if delta.tool_calls or delta.function_call is not None:
+                    _merge_tool_calls(delta, calls)
+                if choice.finish_reason is not None:
+                    facts.finish_reason = choice.finish_reason
+        first = chunks[0]
+        facts.response_model = first.model
+        facts.response_id = first.id
+        if usage is not None:
+            _apply_usage(facts, usage, responses_api=False)
+        facts.text = "".join(texts) if texts else (None if not chunks else _first_content(chunks))
+        facts.refusal = "".join(refusals) if refusals else None
+        facts.tool_calls = [calls[index] for index in sorted(calls)] or None
+        return facts
+
+    def _read_any(self, chunks: list[Any]) -> ResponseFacts:
+        facts = ResponseFacts()
+        texts: list[str] = []
+        refusals: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        for chunk in chunks:
             facts.response_model = _get(chunk, "model") or facts.response_model
             facts.response_id = _get(chunk, "id") or facts.response_id
             usage = _get(chunk, "usage")
@@ -334,18 +401,7 @@ class ChatStreamState(_StreamState):
                 refusal = _get(delta, "refusal")
                 if isinstance(refusal, str):
                     refusals.append(refusal)
-                for call in _get(delta, "tool_calls") or []:
-                    index = _get(call, "index") or 0
-                    merged = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
-                    merged["id"] = _get(call, "id") or merged["id"]
-                    function = _get(call, "function")
-                    merged["name"] = _get(function, "name") or merged["name"]
-                    merged["arguments"] += _get(function, "arguments") or ""
-                legacy = _get(delta, "function_call")
-                if legacy is not None:
-                    merged = calls.setdefault(-1, {"id": None, "name": None, "arguments": ""})
-                    merged["name"] = _get(legacy, "name") or merged["name"]
-                    merged["arguments"] += _get(legacy, "arguments") or ""
+                _merge_tool_calls(delta, calls)
                 reason = _get(choice, "finish_reason")
                 if reason is not None:
                     facts.finish_reason = reason

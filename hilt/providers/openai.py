@@ -94,13 +94,13 @@ class _OpenAICall:
         if response is None:
             self.record.emit_completion(ResponseFacts())
             return
-        if not getattr(type(result), "__hilt_recording__", False) and self.operation in KNOWN_OPERATIONS:
-            self._install_tee(response)  # a raw or streaming response: the caller may read its bytes directly
         if self.stream or _is_event_stream(response):
+            self._maybe_tee(result, response)
             self._finish_later(response)  # the recording stream class (or the close hook) finishes it
             return
         body = _read_body(response)
         if body is _NOT_READ:
+            self._maybe_tee(result, response)
             self._finish_later(response)
         else:
             self.complete(self._facts_from_body(body))
@@ -175,6 +175,10 @@ class _OpenAICall:
         The response lives as long as anything the caller holds (a raw response, a stream, a helper)."""
         if not self.record.finished:
             weakref.finalize(owner, _finish_abandoned, self)
+
+    def _maybe_tee(self, result: Any, response: Any) -> None:
+        if not getattr(type(result), "__hilt_recording__", False) and self.operation in KNOWN_OPERATIONS:
+            self._install_tee(response)  # a raw or streaming response: the caller may read its bytes directly
 
     def _install_tee(self, response: Any) -> None:
         """Keep a copy of the decoded body bytes the caller reads (``iter_lines``, ``iter_bytes``, proxies)."""
@@ -377,10 +381,13 @@ def _begin(client: Any, options: Any, stream: bool) -> _OpenAICall | None:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _is_azure_class(client_class: type) -> bool:
+    return any(cls.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI", "BaseAzureClient") for cls in client_class.__mro__)
+
+
 def _is_azure(client: Any) -> bool:
-    return type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI") or any(
-        cls.__name__ in ("BaseAzureClient",) for cls in type(client).__mro__
-    )
+    return _is_azure_class(type(client))
 
 
 def _options_to_send(options: Any, call: _OpenAICall) -> Any:
