@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .audit import HiltAuditHandler
 from .jsonl import HiltJSONLHandler
+from .queue import HiltQueueHandler
 
-__all__ = ["HiltAuditHandler", "HiltJSONLHandler"]
+__all__ = ["HiltAuditHandler", "HiltJSONLHandler", "HiltQueueHandler"]
