@@ -50,6 +50,26 @@ class HiltJSONFormatter(OrjsonFormatter):
     def __init__(self, *args: Any, fields: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields = tuple(fields)
+        # The plain class with no extras can go straight from the event to UTF-8 bytes (see format_line).
+        self._direct = type(self) is HiltJSONFormatter and not self.fields and not self.prefix
+
+    def format_line(self, record: logging.LogRecord) -> bytes:
+        """The record as one UTF-8 line ending in ``\n``: what the JSONL handler writes."""
+        event: Event | None = getattr(record, "hilt_event", None)
+        if self._direct and event is not None:
+            try:
+                data = orjson.dumps(
+                    event.to_dict(), default=self.json_default,
+                    option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE,
+                )
+            except TypeError:
+                pass  # lone surrogates and the like: the careful path below
+            else:
+                if b"\xe2\x80\xa8" in data or b"\xe2\x80\xa9" in data or b"\xc2\x85" in data:
+                    for raw, escaped in _LINE_BREAKS.items():
+                        data = data.replace(raw.encode("utf-8"), escaped.encode("ascii"))
+                return data
+        return (self.format(record) + "\n").encode("utf-8", "backslashreplace")
 
     def format(self, record: logging.LogRecord) -> str:
         event: Event | None = getattr(record, "hilt_event", None)

@@ -86,6 +86,7 @@ class HiltJSONLHandler(HiltHandler):
         self.template = os.path.abspath(os.fspath(filename))
         self.mode = mode
         self.encoding = encoding
+        self._utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
         self.fsync = fsync
         self.max_bytes = max_bytes
         self.backup_count = backup_count
@@ -221,7 +222,11 @@ class HiltJSONLHandler(HiltHandler):
                     "the file was reopened, nothing is lost",
                     self._path,
                 )
-            data = (self.format(record) + "\n").encode(self.encoding, "backslashreplace")
+            formatter = self.formatter
+            if isinstance(formatter, HiltJSONFormatter) and self._utf8:
+                data = formatter.format_line(record)
+            else:
+                data = (self.format(record) + "\n").encode(self.encoding, "backslashreplace")
             fd = self._current_fd(len(data))
             written = os.write(fd, data)
             while written < len(data):  # a short write (disk nearly full): finish the line, never tear it silently
