@@ -1,12 +1,17 @@
-"""The ``hilt`` command line (``hilt demo``, ``hilt version``)."""
+"""The ``hilt`` command line (``hilt demo``, ``stats``, ``verify``, ``tail``, ``version``).
+
+The log-reading commands live in :mod:`hilt.commands`, one small module each."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .commands import stats, tail, verify
+from .commands._files import CLIError
 
 __all__ = ["main"]
 
@@ -36,10 +41,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="record real SDK calls to an embedded OpenAI-compatible server")
     demo.add_argument("--out", default="logs/demo.jsonl", help="the JSONL file to write (default: logs/demo.jsonl)")
     demo.set_defaults(handler=_demo)
+    stats.add_parser(commands)
+    verify.add_parser(commands)
+    tail.add_parser(commands)
     version = commands.add_parser("version", help="print hilt's version")
     version.set_defaults(handler=_version)
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except CLIError as exc:
+        print(f"hilt {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `hilt tail log | head`: the reader left; point stdout at devnull so exit does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
