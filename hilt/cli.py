@@ -21,11 +21,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(args.out)
     print(f"hilt demo: {summary['calls']} LLM calls recorded as {summary['events']} events in {summary['path']}")
-    print(f"  conversations: {summary['conversations']}")
-    print(f"  errors:        {summary['errors']}  (status codes: {summary['status_codes']})")
-    print(f"  tokens:        {summary['total_tokens']}")
-    print(f"  cost_usd:      {summary['cost_usd']}")
-    print(f"Read it back:  python -c \"import hilt; [print(e.action, e.content.text) for e in hilt.Session('{args.out}', mode='r').read()]\"")
+    print(f"(embedded OpenAI-compatible server, no API key, no network; {summary['conversations']} conversations)")
+    print()
+    result, _scan = stats.compute([args.out])
+    print(stats.render_text(result))
+    print()
+    print(f"Next: hilt tail {args.out}  |  hilt stats {args.out} --by model  |  hilt verify {args.out}")
     return 0
 
 

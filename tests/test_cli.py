@@ -296,3 +296,15 @@ def test_demo_and_version_still_work(tmp_path: Path, capsys: pytest.CaptureFixtu
     """The existing subcommands keep working."""
     status, out, _ = _run(capsys, "version")
     assert status == 0 and out.startswith("hilt ")
+
+
+def test_demo_command_writes_the_log_and_prints_its_stats(tmp_path, capsys):
+    """`hilt demo --out FILE` records the demo calls (one 429) and prints the stats table for that file."""
+    out = tmp_path / "demo.jsonl"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    calls = {line["extensions"]["call_id"] for line in lines}
+    assert f"{len(calls)} LLM calls recorded as {len(lines)} events" in printed
+    assert "errors      1   by status: 429: 1" in printed
+    assert [line["extensions"]["status_code"] for line in lines if line["action"] == "system"] == [429]

@@ -257,7 +257,7 @@ def _cost(value: float) -> str:
     return f"{value:.10f}".rstrip("0").rstrip(".") if value else "0"
 
 
-def _text(result: dict[str, Any]) -> str:
+def render_text(result: dict[str, Any]) -> str:
     tokens = result["tokens"]
     lat, ttft = result["latency_ms"], result["ttft_ms"]
     errors = ", ".join(f"{status}: {count}" for status, count in result["errors_by_status"].items())
@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     else:
-        print(_text(result))
+        print(render_text(result))
     status = 0
     for message in scan.file_errors:
         print(f"hilt stats: {message}", file=sys.stderr)
