@@ -142,6 +142,7 @@ class SheetsServer:
         url: ``http://127.0.0.1:<port>``; ``token_uri`` is ``url + "/token"``.
         requests: ``(method, path)`` of every request received, in order.
         unavailable: while true, every Sheets API request answers ``unavailable_status`` (an outage).
+        append_delay: seconds each append waits before it is answered (a slow API).
     """
 
     def __init__(self) -> None:
@@ -154,6 +155,7 @@ class SheetsServer:
         self.token_requests = 0
         self.unavailable = False
         self.unavailable_status = 503
+        self.append_delay = 0.0  # seconds every append waits before answering (a slow Sheets API)
         self._faults: list[_Fault] = []
         self._gate: threading.Event | None = None
         self.held = threading.Event()  # set while an append waits at the gate
@@ -487,6 +489,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _append(self, sheet: Spreadsheet, range_text: str, payload: dict[str, Any], query: dict[str, str]) -> None:
         owner = self.owner
         owner.appends += 1
+        if owner.append_delay:
+            time.sleep(owner.append_delay)
         with owner._lock:
             gate = owner._gate
         if gate is not None:
