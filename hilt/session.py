@@ -6,7 +6,7 @@ import gzip
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import IO, Any
 
@@ -30,13 +30,48 @@ class Session:
         path: the ``.jsonl`` file (``.gz`` files are read too). ``None``: a session with no file of its
             own, whose events go only to the handlers configured on the ``hilt`` logger.
         mode: ``"a"`` append (and read), ``"w"`` truncate then append, ``"r"`` read only.
+        backend: ``None`` or ``"local"`` (the JSONL file above), or ``"sheets"``: read the events of a
+            Google Sheets worksheet (written by ``HiltSheetsHandler``); such a session is read-only.
+        sheet_id, credentials_path, credentials_json, worksheet_name, client: with ``backend="sheets"``,
+            as for ``HiltSheetsHandler`` (env ``GOOGLE_SHEET_ID`` / ``GOOGLE_CREDENTIALS_PATH`` by default).
         **handler_options: passed to :class:`HiltJSONLHandler` (``fsync``, ``max_bytes``, ...).
 
     Raises:
-        HILTError: an unknown mode, or ``mode="r"`` on a file that does not exist.
+        HILTError: an unknown mode or backend, ``mode="r"`` on a file that does not exist, or (sheets)
+            no sheet id, unusable credentials, a spreadsheet not found / not shared, no such worksheet.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, mode: str = "a", **handler_options: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        mode: str = "a",
+        backend: str | None = None,
+        *,
+        sheet_id: str | None = None,
+        credentials_path: str | os.PathLike[str] | None = None,
+        credentials_json: str | Mapping[str, Any] | None = None,
+        worksheet_name: str = "Logs",
+        client: Any = None,
+        **handler_options: Any,
+    ) -> None:
+        self.backend = backend
+        self.worksheet: Any = None
+        if backend == "sheets":
+            if path is not None or handler_options:
+                extra = "path" if path is not None else sorted(handler_options)[0]
+                raise HILTError(f"{extra}: not used with backend='sheets'; a sheets session reads the worksheet only")
+            from .sheets_reader import open_worksheet
+
+            self.path = None
+            self.mode = "r"
+            self.attached = False
+            self.handler = None
+            self.worksheet = open_worksheet(sheet_id, credentials_path, credentials_json, worksheet_name, client)
+            return
+        if backend not in (None, "local"):
+            raise HILTError(f"backend: {backend!r} is not supported; use 'local' (a JSONL file) or 'sheets'")
+        if sheet_id is not None or credentials_path is not None or credentials_json is not None or client is not None:
+            raise HILTError("backend: sheet_id/credentials/client are for backend='sheets'; pass backend='sheets'")
         if mode not in ("a", "w", "r"):
             raise HILTError(f"mode: {mode!r} is not supported; use 'a' (append), 'w' (truncate) or 'r' (read)")
         self.path = os.fspath(path) if path is not None else None
@@ -66,6 +101,11 @@ class Session:
         Raises:
             HILTError: the session was opened read-only, or ``event`` is not an ``Event``.
         """
+        if self.backend == "sheets":
+            raise HILTError(
+                "append: a Session(backend='sheets') only reads; record to a sheet with "
+                "hilt.instrument(sheet_id=...) or a HiltSheetsHandler on the 'hilt' logger"
+            )
         if self.mode == "r":
             raise HILTError(f"append: session {self.path!r} was opened with mode='r'; open it with mode='a' to write")
         if not isinstance(event, Event):
@@ -82,6 +122,11 @@ class Session:
         Raises:
             HILTError: with ``strict=True``, at the first malformed line, naming ``path:line``.
         """
+        if self.backend == "sheets":
+            from .sheets_reader import read_sheet_events
+
+            yield from read_sheet_events(self.worksheet, strict=strict)
+            return
         if self.path is None:
             return
         if not os.path.exists(self.path):
@@ -148,6 +193,8 @@ class Session:
         return self.read()
 
     def __repr__(self) -> str:
+        if self.backend == "sheets":
+            return f"Session(backend='sheets', worksheet={getattr(self.worksheet, 'title', None)!r})"
         return f"Session({self.path!r}, mode={self.mode!r})"
 
 
