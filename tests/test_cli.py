@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 import os
@@ -308,3 +309,27 @@ def test_demo_command_writes_the_log_and_prints_its_stats(tmp_path, capsys):
     assert f"{len(calls)} LLM calls recorded as {len(lines)} events" in printed
     assert "errors      1   by status: 429: 1" in printed
     assert [line["extensions"]["status_code"] for line in lines if line["action"] == "system"] == [429]
+
+
+class _Terminal(io.StringIO):
+    """A stderr stand-in that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_stats_shows_a_progress_bar_only_on_a_terminal_for_large_input(tmp_path, monkeypatch):
+    """A large input draws a progress bar on a terminal stderr (and clears it); figures are unchanged."""
+    from hilt.commands import stats
+
+    log = tmp_path / "big.jsonl"
+    line = json.dumps({"hilt_version": "1.0", "event_id": "e", "action": "retrieval", "extensions": {}}) + "\n"
+    log.write_text(line * 70_000)
+    monkeypatch.setattr(stats.Progress, "MIN_BYTES", 1)
+    terminal = _Terminal()
+    shown, _ = stats.compute([str(log)], None, stats.Progress([str(log)], terminal))
+    assert "hilt stats [" in terminal.getvalue() and "%" in terminal.getvalue()
+    plain = io.StringIO()
+    quiet, _ = stats.compute([str(log)], None, stats.Progress([str(log)], plain))
+    assert plain.getvalue() == ""
+    assert shown == quiet and shown["events"] == 70_000

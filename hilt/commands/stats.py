@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any
 
@@ -89,7 +90,49 @@ class _Scan:
         self.file_errors: list[str] = []
 
 
-def _scan_file(path: str, scan: _Scan) -> None:
+class Progress:
+    """A one-line progress bar on stderr for large inputs, shown only when stderr is a terminal."""
+
+    MIN_BYTES = 32 * 1024 * 1024
+    EVERY_LINES = 1 << 16  # how often the hot loop asks for an update
+
+    def __init__(self, paths: list[str], stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        sizes = []
+        for path in paths:
+            try:
+                sizes.append(os.path.getsize(path))
+            except OSError:
+                sizes.append(0)
+        self.total = sum(sizes)
+        self.enabled = self.total >= self.MIN_BYTES and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.done = 0  # bytes of the files already finished
+
+    def update(self, handle: Any) -> None:
+        """Redraw from the current file's position (compressed bytes for gzip files)."""
+        raw = getattr(handle, "fileobj", None) or handle
+        try:
+            position = raw.tell()
+        except (OSError, ValueError):
+            return
+        share = min(1.0, (self.done + position) / self.total) if self.total else 1.0
+        filled = int(share * 30)
+        self.stream.write(f"\rhilt stats [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}%")
+        self.stream.flush()
+
+    def file_done(self, path: str) -> None:
+        try:
+            self.done += os.path.getsize(path)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 50 + "\r")
+            self.stream.flush()
+
+
+def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None:
     """Add one file's events to ``scan``: the hot loop."""
     by = scan.by
     groups = scan.groups
@@ -109,6 +152,8 @@ def _scan_file(path: str, scan: _Scan) -> None:
         with handle:
             for line in handle:
                 number += 1
+                if progress is not None and not number % Progress.EVERY_LINES:
+                    progress.update(handle)
                 try:
                     data = loads(line)
                     action = data.get("action")
@@ -225,11 +270,16 @@ def _scan_file(path: str, scan: _Scan) -> None:
         scan.file_errors.append(f"{path}: empty file (no events)")
 
 
-def compute(paths: list[str], by: str | None = None) -> tuple[dict[str, Any], _Scan]:
+def compute(paths: list[str], by: str | None = None, progress: Progress | None = None) -> tuple[dict[str, Any], _Scan]:
     """The statistics of the files as the JSON-ready dict ``hilt stats --json`` prints."""
     scan = _Scan(by)
+    active = progress if progress is not None and progress.enabled else None
     for path in paths:
-        _scan_file(path, scan)
+        _scan_file(path, scan, active)
+        if active is not None:
+            active.file_done(path)
+    if active is not None:
+        active.finish()
     for cid, key in scan.prompt_keys.items():
         if cid not in scan.closed:
             group = scan.groups.get(key)
@@ -301,7 +351,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """``hilt stats``: print the figures; exit 1 when a file is not a log (or holds no event)."""
     paths = expand(args.files)
-    result, scan = compute(paths, args.by)
+    result, scan = compute(paths, args.by, Progress(paths))
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     else:
