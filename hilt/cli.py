@@ -1,4 +1,4 @@
-"""The ``hilt`` command line (``hilt demo``, ``stats``, ``verify``, ``tail``, ``version``).
+"""The ``hilt`` command line (``hilt demo``, ``stats``, ``verify``, ``tail``, ``report``, ``version``).
 
 The log-reading commands live in :mod:`hilt.commands`, one small module each."""
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import stats, tail, verify
+from .commands import report, stats, tail, verify
 from .commands._files import CLIError
 
 __all__ = ["main"]
@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats.add_parser(commands)
     verify.add_parser(commands)
     tail.add_parser(commands)
+    report.add_parser(commands)
     version = commands.add_parser("version", help="print hilt's version")
     version.set_defaults(handler=_version)
     args = parser.parse_args(argv)

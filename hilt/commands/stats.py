@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -77,8 +78,9 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 class _Scan:
     """Everything one pass over the files gathers."""
 
-    def __init__(self, by: str | None) -> None:
+    def __init__(self, by: str | None, observer: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.by = by
+        self.observer = observer  # sees every event dict first (``hilt report`` builds its series this way)
         self.groups: dict[str, _Group] = {}
         self.prompt_keys: dict[Any, str] = {}  # call_id -> the group of its prompt
         self.closed: set[Any] = set()  # call_ids that have a completion or error event
@@ -140,6 +142,7 @@ def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None
     closed = scan.closed
     versions = scan.versions
     loads = orjson.loads
+    observe = scan.observer
     group = groups.get("")
     if by is None and group is None:
         group = groups[""] = _Group()
@@ -167,6 +170,8 @@ def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None
                 nonblank += 1
                 try:
                     events += 1
+                    if observe is not None:
+                        observe(data)
                     version = data.get("hilt_version")
                     versions[version] = versions.get(version, 0) + 1
                     ext = data.get("extensions") or empty
@@ -270,9 +275,17 @@ def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None
         scan.file_errors.append(f"{path}: empty file (no events)")
 
 
-def compute(paths: list[str], by: str | None = None, progress: Progress | None = None) -> tuple[dict[str, Any], _Scan]:
-    """The statistics of the files as the JSON-ready dict ``hilt stats --json`` prints."""
-    scan = _Scan(by)
+def compute(
+    paths: list[str],
+    by: str | None = None,
+    progress: Progress | None = None,
+    observer: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], _Scan]:
+    """The statistics of the files as the JSON-ready dict ``hilt stats --json`` prints.
+
+    ``observer`` is called with every event dict (before it is counted), for callers that gather more.
+    """
+    scan = _Scan(by, observer)
     active = progress if progress is not None and progress.enabled else None
     for path in paths:
         _scan_file(path, scan, active)
