@@ -19,9 +19,12 @@ __all__ = ["main"]
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.out)
+    if args.live and not os.environ.get("OPENAI_API_KEY"):
+        raise CLIError("--live calls the real OpenAI API: set OPENAI_API_KEY first (or leave out --live)")
+    summary = run_demo(args.out, live=args.live)
     print(f"hilt demo: {summary['calls']} LLM calls recorded as {summary['events']} events in {summary['path']}")
-    print(f"(embedded OpenAI-compatible server, no API key, no network; {summary['conversations']} conversations)")
+    where = "the OpenAI API" if args.live else "embedded OpenAI-compatible server, no API key, no network"
+    print(f"({where}; {summary['conversations']} conversations)")
     print()
     result, _scan = stats.compute([args.out])
     print(stats.render_text(result))
@@ -41,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="record real SDK calls to an embedded OpenAI-compatible server")
     demo.add_argument("--out", default="logs/demo.jsonl", help="the JSONL file to write (default: logs/demo.jsonl)")
+    demo.add_argument("--live", action="store_true", help="call the real OpenAI API (needs OPENAI_API_KEY) instead")
     demo.set_defaults(handler=_demo)
     stats.add_parser(commands)
     verify.add_parser(commands)

@@ -25,10 +25,12 @@ _WEATHER_TOOL = {
 }
 
 
-def _calls(server: OpenAIServer) -> None:
+def _calls(server: OpenAIServer | None) -> None:
+    """The demo's calls: to the embedded ``server``, or with ``None`` to the real API (key from the environment)."""
     import openai
 
-    client = openai.OpenAI(base_url=server.base_url, api_key="demo-key")
+    connection: dict[str, Any] = {"base_url": server.base_url, "api_key": "demo-key"} if server is not None else {}
+    client = openai.OpenAI(**connection)
     client.chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "What is an audit trail?"}], temperature=0.2
     )
@@ -54,11 +56,14 @@ def _calls(server: OpenAIServer) -> None:
     client.embeddings.create(model="text-embedding-3-small", input="hilt records every LLM call")
 
     async def async_call() -> None:
-        async_client = openai.AsyncOpenAI(base_url=server.base_url, api_key="demo-key")
+        async_client = openai.AsyncOpenAI(**connection)
         await async_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello from asyncio"}])
         await async_client.close()
 
     asyncio.run(async_call())
+    if server is None:
+        client.close()
+        return  # the real API can't be asked for a 429
     server.enqueue(ScriptedReply.error(429, message="Rate limit reached for gpt-4o", code="rate_limit_exceeded"))
     try:
         client.with_options(max_retries=0).chat.completions.create(
@@ -69,18 +74,25 @@ def _calls(server: OpenAIServer) -> None:
     client.close()
 
 
-def run_demo(out: str | Path = "logs/demo.jsonl") -> dict[str, Any]:
-    """Run the demo calls into ``out`` (replaced if present); returns a summary of what was written."""
+def run_demo(out: str | Path = "logs/demo.jsonl", live: bool = False) -> dict[str, Any]:
+    """Run the demo calls into ``out`` (replaced if present); returns a summary of what was written.
+
+    ``live=True`` calls the real OpenAI API (``OPENAI_API_KEY`` must be set) instead of the embedded server.
+    """
     path = Path(out)
     if path.exists():
         path.unlink()
-    with OpenAIServer() as server:
+    server = None if live else OpenAIServer().start()
+    try:
         instrument(filepath=str(path), providers=["openai"])
         try:
             with track_costs() as costs:
                 _calls(server)
         finally:
             uninstrument()
+    finally:
+        if server is not None:
+            server.stop()
     events = list(Session(str(path), mode="r").read())
     statuses: dict[str, int] = {}
     for event in events:

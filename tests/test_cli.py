@@ -333,3 +333,12 @@ def test_stats_shows_a_progress_bar_only_on_a_terminal_for_large_input(tmp_path,
     quiet, _ = stats.compute([str(log)], None, stats.Progress([str(log)], plain))
     assert plain.getvalue() == ""
     assert shown == quiet and shown["events"] == 70_000
+
+
+def test_demo_live_without_a_key_explains_and_exits_2(tmp_path, capsys, monkeypatch):
+    """`hilt demo --live` with no OPENAI_API_KEY says what to set, exits 2 and writes nothing."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "live.jsonl"
+    assert main(["demo", "--live", "--out", str(out)]) == 2
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
+    assert not out.exists()
