@@ -15,7 +15,7 @@ from .audit import AuditEvent, register_audit_callback, unregister_audit_callbac
 from .context import conversation, get_context, track_costs
 from .errors import HILTError
 from .events import Actor, Content, Event, Metrics
-from .handlers import HiltAuditHandler, HiltJSONLHandler, HiltQueueHandler
+from .handlers import HiltAuditHandler, HiltJSONLHandler, HiltQueueHandler, HiltSheetsHandler
 from .instrumentation import instrument, uninstrument
 from .session import Session
 
@@ -30,6 +30,7 @@ __all__ = [
     "HiltAuditHandler",
     "HiltJSONLHandler",
     "HiltQueueHandler",
+    "HiltSheetsHandler",
     "Metrics",
     "Session",
     "__version__",

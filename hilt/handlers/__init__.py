@@ -5,5 +5,6 @@ from __future__ import annotations
 from .audit import HiltAuditHandler
 from .jsonl import HiltJSONLHandler
 from .queue import HiltQueueHandler
+from .sheets import HiltSheetsHandler
 
-__all__ = ["HiltAuditHandler", "HiltJSONLHandler", "HiltQueueHandler"]
+__all__ = ["HiltAuditHandler", "HiltJSONLHandler", "HiltQueueHandler", "HiltSheetsHandler"]
