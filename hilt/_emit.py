@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +59,69 @@ def _apply_scope(event: Event, scope: CallScope) -> None:
                 tracker.add_error()
 
 
+_LEVEL_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
+_START_NS = int(logging._startTime * 1e9) if isinstance(logging._startTime, float) else int(logging._startTime)
+
+
+def _event_record(level: int, event: Event, session: Session | None) -> logging.LogRecord:
+    """A ``LogRecord`` with every standard attribute, built without the stdlib's per-call path arithmetic.
+
+    ``logging.LogRecord.__init__`` splits a source path and looks up names on every call; an event's
+    record has no source line, so those values are constants here. Thread and process fields follow
+    the stdlib's ``logThreads`` / ``logProcesses`` / ``logMultiprocessing`` switches.
+    """
+    now = time.time_ns()
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__.update(
+        name="hilt",
+        msg="hilt %s",
+        args=(event.action,),
+        levelname=_LEVEL_NAMES.get(level) or logging.getLevelName(level),
+        levelno=level,
+        pathname="hilt",
+        filename="hilt",
+        module="hilt",
+        exc_info=None,
+        exc_text=None,
+        stack_info=None,
+        lineno=0,
+        funcName=None,
+        created=now / 1e9,
+        msecs=float((now % 1_000_000_000) // 1_000_000),
+        relativeCreated=(now - _START_NS) / 1e6,
+        thread=threading.get_ident() if logging.logThreads else None,
+        threadName=threading.current_thread().name if logging.logThreads else None,
+        processName=_process_name() if logging.logMultiprocessing else None,
+        process=os.getpid() if logging.logProcesses else None,
+        taskName=_task_name() if getattr(logging, "logAsyncioTasks", False) else None,
+        hilt_event=event,
+        hilt_session=session,
+    )
+    return record
+
+
+def _task_name() -> str | None:
+    """The running asyncio task's name, as Python 3.12+ records put in ``taskName``."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    return task.get_name() if task is not None else None
+
+
+def _process_name() -> str:
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None:
+        try:
+            return multiprocessing.current_process().name  # type: ignore[no-any-return]
+        except Exception:
+            pass
+    return "MainProcess"
+
+
 def emit(event: Event, *, scope: CallScope | None = None, session: Session | None = None) -> None:
     """Record ``event``: tag it with the conversation context, count it in cost scopes, log it on ``hilt``.
 
@@ -74,9 +141,7 @@ def emit(event: Event, *, scope: CallScope | None = None, session: Session | Non
         _apply_scope(event, scope)
         target = session if session is not None else scope.session
         level = event_level(event)
-        record = logging.LogRecord("hilt", level, "hilt", 0, "hilt %s", (event.action,), None)
-        record.hilt_event = event
-        record.hilt_session = target
+        record = _event_record(level, event, target)
         if logger.disabled:
             report_problem(
                 "emit",
