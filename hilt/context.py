@@ -7,6 +7,7 @@ other's events.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -98,7 +99,10 @@ def conversation_id_for(provider: str, messages: Sequence[Any], tags: Conversati
             salt["user_id"] = tags.user_id
         if tags.tenant is not None:
             salt["tenant"] = tags.tenant
-    payload = orjson.dumps([salt, opening], option=orjson.OPT_SORT_KEYS, default=str)
+    try:
+        payload = orjson.dumps([salt, opening], option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # lone surrogates in the text: the stdlib's ASCII escapes are stable too
+        payload = json.dumps([salt, opening], sort_keys=True, default=str, separators=(",", ":")).encode("ascii")
     return "conv_" + hashlib.sha256(payload).hexdigest()[:16]
 
 

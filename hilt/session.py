@@ -163,7 +163,7 @@ class Session:
             except orjson.JSONDecodeError:
                 data = json.loads(raw)  # lone surrogates, which the writer's stdlib fallback escapes as \udXXX
             return Event.from_dict(data)
-        except (orjson.JSONDecodeError, HILTError, TypeError, ValueError, AttributeError) as exc:
+        except (orjson.JSONDecodeError, HILTError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         torn = last and not raw.endswith(b"\n")
         where = f"{self.path}:{number}"

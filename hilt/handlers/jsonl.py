@@ -27,6 +27,22 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
+def _make_private_dirs(folder: str) -> None:
+    """Create ``folder`` and any missing parents, each 0700 (``os.makedirs`` applies the mode to the last only)."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            pass  # another process or thread made it meanwhile
+
+
 def _utc_day(now: float) -> tuple[str, float]:
     """Today's UTC date (``YYYY-MM-DD``) and the epoch second the next day starts."""
     day = datetime.fromtimestamp(now, timezone.utc).date()
@@ -139,7 +155,7 @@ class HiltJSONLHandler(HiltHandler):
     def _open(self) -> None:
         path = self._path
         if self.create_dirs:
-            os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
+            _make_private_dirs(os.path.dirname(path))
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         if self._truncate_next_open:
             flags |= os.O_TRUNC

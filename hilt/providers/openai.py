@@ -41,6 +41,7 @@ _stream_classes: dict[Any, type] = {}
 _RESPONSE_SESSIONS_MAX = 10_000
 _response_sessions: OrderedDict[str, str] = OrderedDict()  # Responses API id -> conversation id, this process
 _sessions_lock = threading.Lock()
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|credential|cookie|signature", re.IGNORECASE)
 _SECRET_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
@@ -48,7 +49,7 @@ class _OpenAICall:
     """The OpenAI side of one recorded call: its HTTP response, its stream state, and how it ends."""
 
     __slots__ = (
-        "record", "operation", "stream", "state", "_response_ref", "_response_hold", "in_next", "api_key",
+        "record", "operation", "stream", "state", "_response_ref", "_response_hold", "in_next", "api_key", "sent_headers",
         "tee", "tee_active", "tee_done", "__weakref__",
     )
 
@@ -61,6 +62,7 @@ class _OpenAICall:
         self._response_hold: Any = None  # strong until then (the SDK drops a parsed response at once)
         self.in_next = False
         self.api_key = api_key
+        self.sent_headers: tuple[Any, ...] = ()  # the client's and the request's headers, read only on errors
         self.tee: list[bytes] | None = None  # body bytes seen through iter_bytes() (with_streaming_response)
         self.tee_active = False
         self.tee_done = False
@@ -324,8 +326,17 @@ class _OpenAICall:
             report_failure("openai: recording an error", failure)
 
     def _scrub(self, message: str) -> str:
-        if self.api_key:
-            message = message.replace(self.api_key, "[REDACTED]")
+        """Remove the API key, anything key- or token-shaped, and the values of secret-looking headers sent."""
+        secrets = [self.api_key] if self.api_key else []
+        for headers in self.sent_headers:
+            if isinstance(headers, Mapping):
+                secrets.extend(
+                    value for name, value in headers.items()
+                    if isinstance(name, str) and isinstance(value, str) and len(value) >= 8
+                    and _SECRET_HEADER.search(name)
+                )
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            message = message.replace(secret, "[REDACTED]")
         return _SECRET_PATTERN.sub("[REDACTED]", message)
 
 
@@ -375,7 +386,9 @@ def _begin(client: Any, options: Any, stream: bool) -> _OpenAICall | None:
         if record is None:
             return None
         api_key = getattr(client, "api_key", None)
-        return _OpenAICall(record, operation, bool(stream), api_key if isinstance(api_key, str) else None)
+        call = _OpenAICall(record, operation, bool(stream), api_key if isinstance(api_key, str) else None)
+        call.sent_headers = (getattr(client, "_custom_headers", None), getattr(options, "headers", None))
+        return call
     except Exception as exc:
         report_failure("openai: reading a request", exc)
         return None
