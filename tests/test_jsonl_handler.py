@@ -263,7 +263,8 @@ def test_full_disk_through_session_append_never_raises(internal_reports):
 
 
 def test_write_after_close_never_raises_and_is_reported_once(tmp_log, read_jsonl, internal_reports):
-    """Events reaching a closed handler reopen the file (nothing lost), never raise, and are reported once."""
+    """Events reaching a closed handler are still written (nothing lost), never raise, are reported once and
+    counted after that, and leave no descriptor open."""
     handler = attach(HiltJSONLHandler(tmp_log))
     hilt.emit(numbered(1))
     handler.close()
@@ -273,7 +274,8 @@ def test_write_after_close_never_raises_and_is_reported_once(tmp_log, read_jsonl
     assert [line["extensions"]["seq"] for line in read_jsonl(tmp_log)] == [1, 2, 3]
     reports = [r for r in internal_reports() if "closed handler" in r.getMessage()]
     assert len(reports) == 1
-    assert hilt._internal.log_repeat_counts()[("problem", "HiltJSONLHandler.emit")] == 1
+    assert hilt._internal.log_repeat_counts()[("problem", "HiltJSONLHandler.emit")] == 2
+    assert handler._fd is None
 
 
 def test_uninstrument_logs_repeat_count_once(internal_reports):

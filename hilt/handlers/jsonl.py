@@ -228,14 +228,15 @@ class HiltJSONLHandler(HiltHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self._closed:
-                # logging.config.dictConfig() closes every handler, even ones it does not configure; like the
-                # stdlib FileHandler, reopen rather than lose the audit trail, and say so once.
-                self._closed = False
+            closed = self._closed
+            if closed:
+                # logging.config.dictConfig() closes every handler, even ones it does not configure. Rather
+                # than lose the audit trail, write the line with a short-lived open (so a closed handler never
+                # holds a descriptor), and say so once.
                 report_problem(
                     f"{type(self).__name__}.emit",
                     "an event reached the closed handler for %s (logging.config.dictConfig closes all handlers); "
-                    "the file was reopened, nothing is lost",
+                    "it was written, nothing is lost",
                     self._path,
                 )
             formatter = self.formatter
@@ -244,14 +245,18 @@ class HiltJSONLHandler(HiltHandler):
             else:
                 data = (self.format(record) + "\n").encode(self.encoding, "backslashreplace")
             fd = self._current_fd(len(data))
-            written = os.write(fd, data)
-            while written < len(data):  # a short write (disk nearly full): finish the line, never tear it silently
-                step = os.write(fd, data[written:])
-                if step == 0:
-                    raise OSError(errno.ENOSPC, "no space left for the rest of the line", self._path)
-                written += step
-            if self.fsync:
-                os.fsync(fd)
+            try:
+                written = os.write(fd, data)
+                while written < len(data):  # a short write (disk nearly full): finish the line, never tear it silently
+                    step = os.write(fd, data[written:])
+                    if step == 0:
+                        raise OSError(errno.ENOSPC, "no space left for the rest of the line", self._path)
+                    written += step
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                if closed:
+                    self._close_fd()
         except RecursionError:
             raise
         except Exception:
@@ -261,7 +266,7 @@ class HiltJSONLHandler(HiltHandler):
         """Lines are written straight to the file; with ``fsync`` each is already on disk."""
 
     def close(self) -> None:
-        """Close the file; idempotent. A later event reopens it (reported once on ``hilt.internal``)."""
+        """Close the file; idempotent. A later event is still written, with a short-lived open (reported once)."""
         with self.lock:
             try:
                 self._closed = True
