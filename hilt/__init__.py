@@ -10,6 +10,7 @@ is a ``logging.Handler``.
 
 from __future__ import annotations
 
+from . import redactors
 from ._emit import audit_log, emit
 from .audit import AuditEvent, register_audit_callback, unregister_audit_callback
 from .context import conversation, get_context, track_costs
@@ -39,6 +40,7 @@ __all__ = [
     "emit",
     "get_context",
     "instrument",
+    "redactors",
     "register_audit_callback",
     "track_costs",
     "uninstrument",
