@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ._files import CLIError, expand, guard_read_error, open_log
+from ._files import expand, guard_read_error, open_log
 
 __all__ = ["add_parser", "run", "compute"]
 

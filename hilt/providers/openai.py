@@ -87,7 +87,6 @@ class _OpenAICall:
         if self._response_hold is not None:
             return self._response_hold
         return self._response_ref() if self._response_ref is not None else None
-        response.__dict__["_hilt_call"] = self
 
     def returned(self, result: Any) -> None:
         """The SDK returned to the caller: finish now if the body is read, else when the response closes."""
