@@ -141,17 +141,22 @@ def emit(event: Event, *, scope: CallScope | None = None, session: Session | Non
         _apply_scope(event, scope)
         target = session if session is not None else scope.session
         level = event_level(event)
-        record = _event_record(level, event, target)
         if logger.disabled:
             report_problem(
                 "emit",
                 "the 'hilt' logger is disabled (logging.config.dictConfig with disable_existing_loggers=True?); "
                 "events reach only sessions and callbacks. Add 'disable_existing_loggers: false' or configure 'hilt'.",
             )
-        elif logger.isEnabledFor(level):
-            logger.handle(record)
-        if target is not None and not target.attached:
-            target.handle(record)
+            to_logger = False
+        else:
+            to_logger = logger.isEnabledFor(level)
+        to_session = target is not None and not target.attached
+        if to_logger or to_session:
+            record = _event_record(level, event, target)
+            if to_logger:
+                logger.handle(record)
+            if to_session:
+                target.handle(record)  # type: ignore[union-attr]
         dispatch_callbacks(event)
     except Exception as exc:
         report_failure("emit", exc)

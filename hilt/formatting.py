@@ -14,7 +14,7 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 from .audit import audit_event_type
 from .events import Event
 
-__all__ = ["AUDIT_PREFIX", "HiltAuditFormatter", "HiltJSONFormatter", "dumps_line"]
+__all__ = ["AUDIT_PREFIX", "HiltAuditFormatter", "HiltJSONFormatter", "dumps_line", "loads_line"]
 
 AUDIT_PREFIX = "[HILT_AUDIT] "
 
@@ -38,6 +38,18 @@ def dumps_line(data: Any, default: Any = None) -> str:
         for raw, escaped in _LINE_BREAKS.items():
             text = text.replace(raw, escaped)
     return text
+
+
+def loads_line(raw: bytes | str) -> Any:
+    """Parse one line as :func:`dumps_line` writes it: orjson, or stdlib json for the ``\\udXXX`` escapes of
+    lone surrogates that orjson refuses. Raises orjson's ``JSONDecodeError`` (a ``ValueError``) otherwise."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as first:
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise first from None  # orjson's message says more about what is wrong
 
 
 class HiltJSONFormatter(OrjsonFormatter):

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import IO, Any
 
-import orjson
 
 from ._emit import emit
 from ._internal import internal_logger
 from .errors import HILTError
 from .events import Event
+from .formatting import loads_line
 from .handlers.jsonl import HiltJSONLHandler
 
 __all__ = ["Session"]
@@ -158,12 +157,8 @@ class Session:
     def _parse(self, item: tuple[int, bytes], strict: bool, last: bool, skipped: int) -> Event | None:
         number, raw = item
         try:
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                data = json.loads(raw)  # lone surrogates, which the writer's stdlib fallback escapes as \udXXX
-            return Event.from_dict(data)
-        except (orjson.JSONDecodeError, HILTError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            return Event.from_dict(loads_line(raw))
+        except (HILTError, TypeError, ValueError, AttributeError) as exc:
             problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         torn = last and not raw.endswith(b"\n")
         where = f"{self.path}:{number}"

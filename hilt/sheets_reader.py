@@ -20,7 +20,7 @@ from ._internal import report_problem
 from .errors import HILTError
 from .events import Event
 from .handlers._sheets_rows import _FORMULA_STARTS
-from .handlers.sheets import _build_client, _client_email, _import_gspread
+from .handlers.sheets import _build_client, _client_email, _import_gspread, resolve_target
 
 __all__ = ["open_worksheet", "read_sheet_events"]
 
@@ -49,14 +49,7 @@ def open_worksheet(
             or not shared with the service account (403), or no such worksheet.
     """
     gspread = _import_gspread()
-    sheet_id = sheet_id if sheet_id is not None else os.environ.get("GOOGLE_SHEET_ID")
-    if not sheet_id or not isinstance(sheet_id, str):
-        raise HILTError(
-            "sheet_id: no spreadsheet id; pass sheet_id= (the long id in the sheet's URL, "
-            "docs.google.com/spreadsheets/d/<id>/edit) or set GOOGLE_SHEET_ID"
-        )
-    if not isinstance(worksheet_name, str) or not worksheet_name:
-        raise HILTError(f"worksheet_name: expected the tab's name, got {worksheet_name!r}")
+    sheet_id = resolve_target(sheet_id, worksheet_name)
     if client is None:
         client = _build_client(credentials_path, credentials_json)
     try:

@@ -25,7 +25,7 @@ import orjson
 from .. import __version__
 from . import stats
 from ._files import CLIError, expand
-from .stats import NONE_KEY, _Group, _cost, _number
+from .stats import NONE_KEY, _Group, _cost, _number, model_of
 
 __all__ = ["add_parser", "run", "collect", "render_html"]
 
@@ -114,8 +114,7 @@ class ReportData:
         tokens = metrics.get("tokens") or _EMPTY
         call_tokens = tokens.get("total") or 0
         call_cost = metrics.get("cost_usd") or 0.0
-        actor = data.get("actor") or _EMPTY
-        model = ext.get("model") or ext.get("response_model") or (actor.get("id") if action == "completion" else None)
+        model = model_of(data, ext, action)
         model = model if type(model) is str else NONE_KEY
         session = data.get("session_id")
         session = session if type(session) is str and session else NONE_KEY

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ..formatting import loads_line
 from ._files import expand, guard_read_error, open_log
 
 __all__ = ["add_parser", "run", "compute"]
@@ -64,6 +65,12 @@ class _Group:
             "latency_ms": percentiles(self.latency),
             "ttft_ms": percentiles(self.ttft),
         }
+
+
+def model_of(data: dict[str, Any], ext: dict[str, Any], action: Any) -> Any:
+    """The model a closing event counts under: the requested one, else the response's, else a completion's actor."""
+    actor = data.get("actor") or {}
+    return ext.get("model") or ext.get("response_model") or (actor.get("id") if action == "completion" else None)
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -141,7 +148,7 @@ def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None
     prompt_keys = scan.prompt_keys
     closed = scan.closed
     versions = scan.versions
-    loads = orjson.loads
+    loads = orjson.loads  # the fast path; loads_line only for the lines it refuses
     observe = scan.observer
     group = groups.get("")
     if by is None and group is None:
@@ -158,7 +165,10 @@ def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None
                 if progress is not None and not number % Progress.EVERY_LINES:
                     progress.update(handle)
                 try:
-                    data = loads(line)
+                    try:
+                        data = loads(line)
+                    except orjson.JSONDecodeError:
+                        data = loads_line(line)  # lone-surrogate escapes hilt itself writes
                     action = data.get("action")
                 except (orjson.JSONDecodeError, AttributeError):
                     if line.strip():
@@ -206,8 +216,7 @@ def _scan_file(path: str, scan: _Scan, progress: Progress | None = None) -> None
                     status = ext.get("status_code")
                     if by is not None:
                         if by == "model":
-                            actor = data.get("actor") or empty
-                            key = ext.get("model") or ext.get("response_model") or (actor.get("id") if action == "completion" else None) or NONE_KEY
+                            key = model_of(data, ext, action) or NONE_KEY
                         elif by == "conversation":
                             key = data.get("session_id") or NONE_KEY
                         elif by == "day":

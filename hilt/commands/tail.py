@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import IO, Any
 
-import orjson
 
+from ..formatting import loads_line
 from ._files import CLIError, expand, guard_read_error, is_gzip, open_log
 
 __all__ = ["add_parser", "run", "format_event"]
@@ -107,8 +107,8 @@ class _Printer:
         if not raw.strip():
             return None
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            data = loads_line(raw)
+        except ValueError:
             data = None
         if not isinstance(data, dict):
             print(f"{self.path}:{number}: malformed line skipped", file=sys.stderr)

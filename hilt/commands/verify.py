@@ -7,15 +7,14 @@ when there is no problem (1 when there are, 2 when a file cannot be read at all)
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from datetime import datetime
 from typing import Any
 
-import orjson
 
 from ..events import ACTIONS, TOKEN_KEYS
+from ..formatting import loads_line
 from ._files import expand, guard_read_error, open_log
 
 __all__ = ["add_parser", "run", "check"]
@@ -27,18 +26,6 @@ _METRIC_NUMBERS = ("cost_usd", "latency_ms", "ttft_ms")
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _loads(raw: bytes) -> object:
-    """Parse a line as hilt's reader does: orjson, or stdlib json for the ``\\udXXX`` escapes hilt writes
-    for lone surrogates (orjson refuses them)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as first:
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            raise first from None  # orjson's message says more about what is wrong
 
 
 def _line_problems(data: Any) -> list[str]:
@@ -119,8 +106,8 @@ def check(paths: list[str]) -> tuple[list[tuple[int, int, str]], int, dict[str, 
                         continue
                     previous = (number, raw)
                     try:
-                        data = _loads(raw)
-                    except (ValueError, RecursionError) as exc:
+                        data = loads_line(raw)
+                    except ValueError as exc:
                         torn = not raw.endswith(b"\n")
                         reason = str(exc).split(":")[0]
                         message = "torn last line (no newline; a crash mid-write?)" if torn else f"malformed line: not JSON ({reason})"

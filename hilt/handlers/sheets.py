@@ -54,6 +54,19 @@ class _SetupFailed(Exception):
     """The worksheet could not be prepared yet (network); tried again later."""
 
 
+def resolve_target(sheet_id: str | None, worksheet_name: Any) -> str:
+    """The spreadsheet id (``sheet_id`` or ``GOOGLE_SHEET_ID``), after checking both names; raises HILTError."""
+    sheet_id = sheet_id if sheet_id is not None else os.environ.get("GOOGLE_SHEET_ID")
+    if not sheet_id or not isinstance(sheet_id, str):
+        raise HILTError(
+            "sheet_id: no spreadsheet id; pass sheet_id= (the long id in the sheet's URL, "
+            "docs.google.com/spreadsheets/d/<id>/edit) or set GOOGLE_SHEET_ID"
+        )
+    if not isinstance(worksheet_name, str) or not worksheet_name:
+        raise HILTError(f"worksheet_name: expected the tab's name, got {worksheet_name!r}")
+    return sheet_id
+
+
 def _import_gspread() -> Any:
     try:
         import gspread
@@ -184,14 +197,7 @@ class HiltSheetsHandler(HiltHandler):
         super().__init__(level)
         self._closed = True  # until the worker runs: close() on a half-built handler must work
         self._worker: threading.Thread | None = None
-        sheet_id = sheet_id if sheet_id is not None else os.environ.get("GOOGLE_SHEET_ID")
-        if not sheet_id or not isinstance(sheet_id, str):
-            raise HILTError(
-                "sheet_id: no spreadsheet id; pass sheet_id= (the long id in the sheet's URL, "
-                "docs.google.com/spreadsheets/d/<id>/edit) or set GOOGLE_SHEET_ID"
-            )
-        if not isinstance(worksheet_name, str) or not worksheet_name:
-            raise HILTError(f"worksheet_name: expected the tab's name, got {worksheet_name!r}")
+        sheet_id = resolve_target(sheet_id, worksheet_name)
         self.columns = validate_columns(columns)
         for name, value, low in (("batch_size", batch_size, 1), ("max_queue", max_queue, 1), ("max_retries", max_retries, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

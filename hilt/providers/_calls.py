@@ -69,7 +69,7 @@ class CallRecord:
 
     __slots__ = (
         "facts", "scope", "call_id", "prompt_event_id", "session_id", "started", "status_code", "request_id",
-        "attempts", "_finished", "_lock", "extra",
+        "attempts", "_finished", "_lock",
     )
 
     def __init__(self, facts: RequestFacts, scope: CallScope) -> None:
@@ -90,7 +90,6 @@ class CallRecord:
         self.attempts: int | None = None
         self._finished = False
         self._lock = threading.Lock()
-        self.extra: dict[str, Any] = {}
 
     @property
     def finished(self) -> bool:
@@ -145,7 +144,6 @@ class CallRecord:
         extensions["request_id"] = self.request_id
         if self.attempts is not None:
             extensions["attempts"] = self.attempts
-        extensions.update(self.extra)
         return extensions
 
     def emit_completion(self, response: ResponseFacts) -> None:

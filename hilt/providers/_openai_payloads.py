@@ -303,6 +303,16 @@ class _StreamState:
         raise NotImplementedError
 
 
+def _first_choices(chunk: Any, facts: ResponseFacts) -> list[Any]:
+    """Take a chunk's model, id and usage into ``facts``; return its choices for index 0 (hilt records n=1)."""
+    facts.response_model = _get(chunk, "model") or facts.response_model
+    facts.response_id = _get(chunk, "id") or facts.response_id
+    usage = _get(chunk, "usage")
+    if usage is not None:
+        _apply_usage(facts, usage, responses_api=False)
+    return [choice for choice in _get(chunk, "choices") or [] if (_get(choice, "index") or 0) == 0]
+
+
 def _merge_tool_calls(delta: Any, calls: dict[int, dict[str, Any]]) -> None:
     """Merge one delta's tool-call fragments into ``calls`` by index (a legacy function_call is index -1)."""
     for call in _get(delta, "tool_calls") or []:
@@ -386,14 +396,7 @@ class ChatStreamState(_StreamState):
         refusals: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         for chunk in chunks:
-            facts.response_model = _get(chunk, "model") or facts.response_model
-            facts.response_id = _get(chunk, "id") or facts.response_id
-            usage = _get(chunk, "usage")
-            if usage is not None:
-                _apply_usage(facts, usage, responses_api=False)
-            for choice in _get(chunk, "choices") or []:
-                if (_get(choice, "index") or 0) != 0:
-                    continue
+            for choice in _first_choices(chunk, facts):
                 delta = _get(choice, "delta")
                 content = _get(delta, "content")
                 if isinstance(content, str):
@@ -422,14 +425,7 @@ class CompletionsStreamState(_StreamState):
         facts = ResponseFacts()
         texts: list[str] = []
         for chunk in self.chunks:
-            facts.response_model = _get(chunk, "model") or facts.response_model
-            facts.response_id = _get(chunk, "id") or facts.response_id
-            usage = _get(chunk, "usage")
-            if usage is not None:
-                _apply_usage(facts, usage, responses_api=False)
-            for choice in _get(chunk, "choices") or []:
-                if (_get(choice, "index") or 0) != 0:
-                    continue
+            for choice in _first_choices(chunk, facts):
                 if isinstance(_get(choice, "text"), str):
                     texts.append(_get(choice, "text"))
                 if _get(choice, "finish_reason") is not None:

@@ -11,6 +11,7 @@ own class (a recording subclass), and their completion event is written however 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections import OrderedDict
 import re
 import threading
@@ -121,54 +122,42 @@ class _OpenAICall:
         return read_response(self.operation, body)
 
     def _finish_later(self, response: Any) -> None:
-        """Hook the response's ``read`` and ``close`` to write the completion when the caller is done with it."""
-        call_ref = self
-        attributes = response.__dict__
-        if "read" not in attributes:
-            original_read = response.read
-
-            def read() -> Any:
-                call_ref.in_next = True
-                try:
-                    return original_read()
-                finally:
-                    call_ref.in_next = False
-                    call_ref.on_http_closed()
-
-            attributes["read"] = read
-        if "aread" not in attributes and hasattr(response, "aread"):
-            original_aread = response.aread
-
-            async def aread() -> Any:
-                call_ref.in_next = True
-                try:
-                    return await original_aread()
-                finally:
-                    call_ref.in_next = False
-                    call_ref.on_http_closed()
-
-            attributes["aread"] = aread
-        if "close" not in attributes:
-            original_close = response.close
-
-            def close() -> None:
-                try:
-                    original_close()
-                finally:
-                    call_ref.on_http_closed()
-
-            attributes["close"] = close
-        if "aclose" not in attributes and hasattr(response, "aclose"):
-            original_aclose = response.aclose
-
-            async def aclose() -> None:
-                try:
-                    await original_aclose()
-                finally:
-                    call_ref.on_http_closed()
-
-            attributes["aclose"] = aclose
+        """Hook the response's ``read``/``close`` (and async twins) to write the completion when the caller is done."""
+        for name in ("read", "aread", "close", "aclose"):
+            if name not in response.__dict__ and hasattr(response, name):
+                response.__dict__[name] = self._then_finish(getattr(response, name))
         self.watch(response)
+
+    def _then_finish(self, original: Any) -> Any:
+        """``original`` (a bound method of the response), after which the call is finished if it can be.
+
+        While it runs, ``in_next`` is set, so the ``close()`` that httpx calls at the end of a read
+        waits for the body to be complete; the previous value is restored, so a close made on the
+        way to a stream's end still leaves the finishing to the stream.
+        """
+        call = self
+
+        if inspect.iscoroutinefunction(original):
+
+            async def async_hooked(*args: Any, **kwargs: Any) -> Any:
+                previous, call.in_next = call.in_next, True
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    call.in_next = previous
+                    call.on_http_closed()
+
+            return async_hooked
+
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            previous, call.in_next = call.in_next, True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                call.in_next = previous
+                call.on_http_closed()
+
+        return hooked
 
     def watch(self, owner: Any) -> None:
         """Finish the call as not completed if ``owner`` (the HTTP response or a stream) is garbage-collected first.
@@ -534,19 +523,28 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
 # --- the patches -----------------------------------------------------------------------------
 
 
+def _start(client: Any, options: Any, stream: bool, stream_cls: Any) -> tuple[_OpenAICall, Any, Any] | None:
+    """For a call to record: its record, the options and stream class to send; ``None`` to pass it straight through."""
+    if not _enabled or _active.get() is not None:
+        return None  # uninstrumented, or a request made inside a recorded one: never recorded twice
+    call = _begin(client, options, stream)
+    if call is None:
+        return None
+    if stream_cls is not None:
+        stream_cls = _safe_stream_class(stream_cls)
+    return call, _options_to_send(options, call), stream_cls
+
+
 def _wrap_sync_request(original: Any) -> Any:
     @functools.wraps(original)
     def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
-        if not _enabled or _active.get() is not None:
+        started = _start(self, options, stream, stream_cls)
+        if started is None:
             return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
-        call = _begin(self, options, stream)
-        if call is None:
-            return original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
+        call, sent_options, sent_stream_cls = started
         token = _active.set(call)
         try:
-            if stream_cls is not None:
-                stream_cls = _safe_stream_class(stream_cls)
-            result = original(self, cast_to, _options_to_send(options, call), stream=stream, stream_cls=stream_cls)
+            result = original(self, cast_to, sent_options, stream=stream, stream_cls=sent_stream_cls)
         except BaseException as exc:
             call.failed(exc)
             raise
@@ -561,18 +559,13 @@ def _wrap_sync_request(original: Any) -> Any:
 def _wrap_async_request(original: Any) -> Any:
     @functools.wraps(original)
     async def request(self: Any, cast_to: Any, options: Any, *, stream: bool = False, stream_cls: Any = None) -> Any:
-        if not _enabled or _active.get() is not None:
+        started = _start(self, options, stream, stream_cls)
+        if started is None:
             return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
-        call = _begin(self, options, stream)
-        if call is None:
-            return await original(self, cast_to, options, stream=stream, stream_cls=stream_cls)
+        call, sent_options, sent_stream_cls = started
         token = _active.set(call)
         try:
-            if stream_cls is not None:
-                stream_cls = _safe_stream_class(stream_cls)
-            result = await original(
-                self, cast_to, _options_to_send(options, call), stream=stream, stream_cls=stream_cls
-            )
+            result = await original(self, cast_to, sent_options, stream=stream, stream_cls=sent_stream_cls)
         except BaseException as exc:
             call.failed(exc)
             raise
@@ -584,58 +577,42 @@ def _wrap_async_request(original: Any) -> Any:
     return request
 
 
-def _wrap_process_response(original: Any) -> Any:
-    """Sees the HTTP response of the final attempt (status, request id, retries) before the SDK parses it."""
+def _hooked(original: Any, before: Any) -> Any:
+    """The SDK's ``original`` method (sync or async), with ``before(call, kwargs)`` run first for the active call."""
 
-    @functools.wraps(original)
-    def _process_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def run_before(kwargs: dict[str, Any]) -> None:
         call = _active.get()
         if call is not None:
             try:
-                call.on_http_response(kwargs["response"])
+                before(call, kwargs)
             except Exception as exc:
-                report_failure("openai: reading a response", exc)
+                report_failure(f"openai: {original.__name__}", exc)
+
+    if inspect.iscoroutinefunction(original):
+
+        @functools.wraps(original)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            run_before(kwargs)
+            return await original(self, *args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run_before(kwargs)
         return original(self, *args, **kwargs)
 
-    return _process_response
+    return wrapper
 
 
-def _wrap_async_process_response(original: Any) -> Any:
-    @functools.wraps(original)
-    async def _process_response(self: Any, *args: Any, **kwargs: Any) -> Any:
-        call = _active.get()
-        if call is not None:
-            try:
-                call.on_http_response(kwargs["response"])
-            except Exception as exc:
-                report_failure("openai: reading a response", exc)
-        return await original(self, *args, **kwargs)
-
-    return _process_response
+def _wrap_process_response(original: Any) -> Any:
+    """Sees the HTTP response of the final attempt (status, request id) before the SDK parses it."""
+    return _hooked(original, lambda call, kwargs: call.on_http_response(kwargs["response"]))
 
 
 def _wrap_send_request(original: Any) -> Any:
     """Counts the HTTP attempts of the current call (``extensions.attempts``), failed ones included."""
-
-    @functools.wraps(original)
-    def _send_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        call = _active.get()
-        if call is not None:
-            call.on_send()
-        return original(self, *args, **kwargs)
-
-    return _send_request
-
-
-def _wrap_async_send_request(original: Any) -> Any:
-    @functools.wraps(original)
-    async def _send_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        call = _active.get()
-        if call is not None:
-            call.on_send()
-        return await original(self, *args, **kwargs)
-
-    return _send_request
+    return _hooked(original, lambda call, kwargs: call.on_send())
 
 
 def _safe_stream_class(stream_cls: Any) -> Any:
@@ -664,8 +641,8 @@ def _targets() -> list[tuple[type, str, Any]]:
         (SyncAPIClient, "_process_response", _wrap_process_response),
         (SyncAPIClient, "_send_request", _wrap_send_request),
         (AsyncAPIClient, "request", _wrap_async_request),
-        (AsyncAPIClient, "_process_response", _wrap_async_process_response),
-        (AsyncAPIClient, "_send_request", _wrap_async_send_request),
+        (AsyncAPIClient, "_process_response", _wrap_process_response),
+        (AsyncAPIClient, "_send_request", _wrap_send_request),
     ]
 
 
