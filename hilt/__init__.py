@@ -11,7 +11,7 @@ is a ``logging.Handler``.
 from __future__ import annotations
 
 from . import redactors
-from ._emit import audit_log, emit
+from ._emit import audit_log, emit, flush
 from .audit import AuditEvent, register_audit_callback, unregister_audit_callback
 from .context import conversation, get_context, track_costs
 from .errors import HILTError
@@ -38,6 +38,7 @@ __all__ = [
     "audit_log",
     "conversation",
     "emit",
+    "flush",
     "get_context",
     "instrument",
     "redactors",

@@ -10,8 +10,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import _recorder
 from ._internal import report_failure, report_problem
-from .audit import dispatch_callbacks
+from .audit import dispatch_callbacks, wait_for_callbacks
 from .context import CallScope, capture_scope, current_conversation
 from .errors import HILTError
 from .events import Actor, Event, is_error_event
@@ -19,7 +20,7 @@ from .events import Actor, Event, is_error_event
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["audit_log", "emit", "event_level", "logger"]
+__all__ = ["audit_log", "emit", "event_level", "flush", "logger"]
 
 logger = logging.getLogger("hilt")
 # Events are an audit trail, not application logs: they reach only the handlers hilt or the user put
@@ -63,14 +64,17 @@ _LEVEL_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 _START_NS = int(logging._startTime * 1e9) if isinstance(logging._startTime, float) else int(logging._startTime)
 
 
-def _event_record(level: int, event: Event, session: Session | None) -> logging.LogRecord:
+def _event_record(level: int, event: Event, session: Session | None, thread: threading.Thread | None) -> logging.LogRecord:
     """A ``LogRecord`` with every standard attribute, built without the stdlib's per-call path arithmetic.
 
     ``logging.LogRecord.__init__`` splits a source path and looks up names on every call; an event's
     record has no source line, so those values are constants here. Thread and process fields follow
-    the stdlib's ``logThreads`` / ``logProcesses`` / ``logMultiprocessing`` switches.
+    the stdlib's ``logThreads`` / ``logProcesses`` / ``logMultiprocessing`` switches; ``thread`` is the
+    thread the call was made on (the recorder thread writes provider events).
     """
     now = time.time_ns()
+    if thread is None:
+        thread = threading.current_thread()
     record = logging.LogRecord.__new__(logging.LogRecord)
     record.__dict__.update(
         name="hilt",
@@ -89,8 +93,8 @@ def _event_record(level: int, event: Event, session: Session | None) -> logging.
         created=now / 1e9,
         msecs=float((now % 1_000_000_000) // 1_000_000),
         relativeCreated=(now - _START_NS) / 1e6,
-        thread=threading.get_ident() if logging.logThreads else None,
-        threadName=threading.current_thread().name if logging.logThreads else None,
+        thread=thread.ident if logging.logThreads else None,
+        threadName=thread.name if logging.logThreads else None,
         processName=_process_name() if logging.logMultiprocessing else None,
         process=os.getpid() if logging.logProcesses else None,
         taskName=_task_name() if getattr(logging, "logAsyncioTasks", False) else None,
@@ -126,7 +130,9 @@ def emit(event: Event, *, scope: CallScope | None = None, session: Session | Non
     """Record ``event``: tag it with the conversation context, count it in cost scopes, log it on ``hilt``.
 
     The record carries the event as ``record.hilt_event``, so any handler (or a ``QueueHandler`` hop)
-    gets the finished event. Never raises: a failure is reported on ``hilt.internal``.
+    gets the finished event. Provider calls still being recorded in the background are written
+    first, so the log keeps the order things happened in. Never raises: a failure is reported on
+    ``hilt.internal``.
 
     Args:
         event: the event to record.
@@ -136,6 +142,8 @@ def emit(event: Event, *, scope: CallScope | None = None, session: Session | Non
     try:
         if not isinstance(event, Event):
             raise TypeError(f"hilt.emit() takes an Event, got {type(event).__name__}")
+        if _recorder.pending():
+            _recorder.drain()
         if scope is None:
             scope = capture_scope()
         _apply_scope(event, scope)
@@ -152,14 +160,33 @@ def emit(event: Event, *, scope: CallScope | None = None, session: Session | Non
             to_logger = logger.isEnabledFor(level)
         to_session = target is not None and not target.attached
         if to_logger or to_session:
-            record = _event_record(level, event, target)
+            record = _event_record(level, event, target, scope.thread)
             if to_logger:
                 logger.handle(record)
             if to_session:
                 target.handle(record)  # type: ignore[union-attr]
-        dispatch_callbacks(event)
+        dispatch_callbacks(event, scope.loop, scope.context)
     except Exception as exc:
         report_failure("emit", exc)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Finish recording everything that happened so far in this process, then return.
+
+    LLM calls are recorded on a background thread (the call returns first); this writes what is
+    still pending to the handlers on the calling thread, then waits up to ``timeout`` seconds for
+    audit callbacks to receive what was queued for them. ``uninstrument()``, exit and
+    ``Session.read()`` do it too. Handlers with their own background work (``HiltQueueHandler``,
+    ``HiltSheetsHandler``) keep their own ``flush()``.
+
+    Returns:
+        True when everything was delivered; False when callbacks were still busy at ``timeout``.
+    """
+    try:
+        _recorder.drain()
+    except Exception as exc:
+        report_failure("flush", exc)
+    return wait_for_callbacks(timeout)
 
 
 def audit_log(event_type: str, details: Mapping[str, Any] | None = None, **more: Any) -> Event:

@@ -11,8 +11,9 @@ import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from contextvars import Context, ContextVar, copy_context
+from asyncio import _get_running_loop
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -161,20 +162,38 @@ def track_costs() -> Iterator[CostTracker]:
 _session_override: ContextVar[Session | None] = ContextVar("hilt_session", default=None)
 
 
-@dataclass(frozen=True)
 class CallScope:
-    """The context of one call, captured when it starts so its later events (a stream ending in
-    another thread, a garbage-collected stream) are still tagged and counted where it began."""
+    """The context of one call, captured when it starts so its later events (written by the recorder
+    thread, a stream ending in another thread, a garbage-collected stream) are still tagged and
+    counted where it began: conversation tags, cost scopes, session override, the calling thread and
+    its running event loop (where async callbacks run), and a copy of its ``contextvars`` (callbacks
+    run inside it, so an OpenTelemetry span current at the call is current in the callback)."""
 
-    tags: ConversationTags | None = None
-    trackers: tuple[CostTracker, ...] = ()
-    session: Session | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("tags", "trackers", "session", "thread", "loop", "context")
+
+    def __init__(
+        self,
+        tags: ConversationTags | None = None,
+        trackers: tuple[CostTracker, ...] = (),
+        session: Session | None = None,
+        thread: threading.Thread | None = None,
+        loop: Any = None,
+        context: Context | None = None,
+    ) -> None:
+        self.tags = tags
+        self.trackers = trackers
+        self.session = session
+        self.thread = thread
+        self.loop = loop
+        self.context = context
 
 
 def capture_scope() -> CallScope:
-    """Snapshot of the current conversation, cost scopes and session override."""
-    return CallScope(_conversation.get(), _cost_scopes.get(), _session_override.get())
+    """Snapshot of the current conversation, cost scopes, session override, thread, running loop and context."""
+    return CallScope(
+        _conversation.get(), _cost_scopes.get(), _session_override.get(), threading.current_thread(),
+        _get_running_loop(), copy_context(),
+    )
 
 
 class _SessionSwitch:

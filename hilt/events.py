@@ -45,10 +45,11 @@ def new_event_id() -> str:
 _second_cache: tuple[int, str] = (-1, "")
 
 
-def utc_timestamp() -> str:
-    """The current time as UTC ISO 8601 with microseconds and a ``Z`` suffix (``2026-01-31T09:15:11.020871Z``)."""
+def utc_timestamp(ns: int | None = None) -> str:
+    """The current time (or ``ns``, from ``time.time_ns()``) as UTC ISO 8601 with microseconds and ``Z``
+    (``2026-01-31T09:15:11.020871Z``)."""
     global _second_cache
-    now = time.time_ns() // 1000
+    now = (time.time_ns() if ns is None else ns) // 1000
     second, micros = divmod(now, 1_000_000)
     cached_second, prefix = _second_cache
     if cached_second != second:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _recorder
 from . import providers as provider_registry
 from ._emit import logger
 from ._internal import log_repeat_counts, report_failure
@@ -192,6 +193,7 @@ def instrument(
         settings.redact = redact
         settings.max_content_chars = max_content_chars
         settings.stream_usage = stream_usage
+        settings.record_inline = fsync
         for handler in state.handlers:
             logger.addHandler(handler)
         session.attached = session.handler is not None
@@ -271,6 +273,7 @@ def uninstrument(timeout: float = 5.0) -> None:
                 provider_registry.load(name).uninstrument()
             except Exception as exc:
                 report_failure(f"uninstrument provider {name}", exc)
+        _recorder.drain()  # calls recorded in the background reach the handlers before they close
         for handler in state.handlers:
             logger.removeHandler(handler)
             try:

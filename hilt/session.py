@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import IO, Any
 
 
+from . import _recorder
 from ._emit import emit
 from ._internal import internal_logger
 from .errors import HILTError
@@ -118,9 +119,13 @@ class Session:
         A torn last line (a crash mid-write) is skipped and reported; any other malformed line is
         reported as ``path:line`` on ``hilt.internal`` and skipped, or raises with ``strict=True``.
 
+        LLM calls this process has made are written first (their recording finishes in the
+        background), so a log read right after a call holds it.
+
         Raises:
             HILTError: with ``strict=True``, at the first malformed line, naming ``path:line``.
         """
+        _recorder.drain()
         if self.backend == "sheets":
             from .sheets_reader import read_sheet_events
 

@@ -92,6 +92,7 @@ def tmp_log(tmp_path: Path) -> Path:
 
 
 def _read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    hilt.flush()  # calls are recorded in the background: finish them, as a reader in this process must
     data = Path(path).read_bytes()
     if not data:
         return []

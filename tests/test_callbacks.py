@@ -26,7 +26,7 @@ def sample_call() -> list[Event]:
 
 
 def test_sync_callback_receives_every_event(tmp_log, read_jsonl):
-    """A sync callback gets an AuditEvent for every event, on the caller's thread, details equal to the written line."""
+    """A sync callback gets an AuditEvent for every event, on hilt's callback thread, details equal to the written line."""
     received: list[tuple[AuditEvent, threading.Thread]] = []
     hilt.register_audit_callback(lambda audit_event: received.append((audit_event, threading.current_thread())))
     hilt.instrument(filepath=tmp_log, providers=[])
@@ -40,7 +40,7 @@ def test_sync_callback_receives_every_event(tmp_log, read_jsonl):
     ]
     assert [a.details for a, _ in received] == lines
     assert [a.timestamp for a, _ in received] == [e.timestamp for e in events] + [audit_event.timestamp]
-    assert all(thread is threading.current_thread() for _, thread in received)
+    assert {thread.name for _, thread in received} == {"hilt-callbacks"}  # never the caller's thread
     assert isinstance(received[0][0], AuditEvent)
     assert received[0][0].to_dict() == {
         "timestamp": events[0].timestamp, "event_type": "llm_call_started", "details": lines[0],
@@ -53,6 +53,7 @@ def test_callbacks_fire_without_instrument(tmp_log):
     hilt.register_audit_callback(lambda a: received.append(a.details["content"]["text"]))
     hilt.Session(tmp_log).append(Event(action="feedback", content={"text": "s"}))
     hilt.emit(Event(action="feedback", content={"text": "e"}))
+    assert hilt.flush() is True
     assert received == ["s", "e"]
 
 
@@ -67,6 +68,7 @@ def test_event_types_filter():
     for event in sample_call():
         hilt.emit(event)
     hilt.audit_log("data_export", rows=1)
+    assert hilt.flush() is True
     assert errors == ["llm_call_error"]
     assert exports == ["data_export"]
     assert len(everything) == 5
@@ -84,6 +86,7 @@ def test_registering_again_replaces_filter():
     assert hilt.audit.registered_callbacks() == (callback,)
     for event in sample_call():
         hilt.emit(event)
+    hilt.flush()
     assert seen == ["llm_call_started"]
 
 
@@ -96,10 +99,12 @@ def test_unregister_stops_delivery():
 
     hilt.register_audit_callback(callback)
     hilt.emit(Event(action="feedback"))
+    hilt.flush()
     hilt.unregister_audit_callback(callback)
     hilt.unregister_audit_callback(callback)
     hilt.unregister_audit_callback(print)
     hilt.emit(Event(action="feedback"))
+    hilt.flush()
     assert seen == ["event"]
     assert hilt.audit.registered_callbacks() == ()
 
@@ -164,7 +169,7 @@ def test_async_callback_without_running_loop_uses_background_loop():
         hilt.emit(event)
     assert hilt.audit.wait_for_callbacks(timeout=10) is True
     assert sorted(t for t, _ in seen) == sorted(["llm_call_started", "llm_call_completed", "llm_call_error", "event"])
-    assert {name for _, name in seen} == {"hilt-callbacks"}
+    assert {name for _, name in seen} == {"hilt-callbacks-loop"}
 
 
 async def test_async_callback_runs_on_callers_running_loop():

@@ -148,10 +148,12 @@ def test_file_deleted_then_rotated_while_open(server, tmp_log, read_jsonl, inter
     got = []
     with make_client(server) as client:
         got += [_essence(_chat(client, t)) for t in texts[:5]]
+        hilt.flush()  # the deletion comes after these calls' lines, as it would for a log read by another process
         os.remove(tmp_log)
         got += [_essence(_chat(client, t)) for t in texts[5:10]]
         after_delete = read_jsonl(tmp_log)
         rotated = tmp_log.with_name("hilt.jsonl.1")
+        hilt.flush()
         os.rename(tmp_log, rotated)
         got += [_essence(_chat(client, t)) for t in texts[10:]]
     hilt.uninstrument()

@@ -208,6 +208,7 @@ def test_event_levels(client, server, tmp_log, hilt_records):
     server.enqueue(ScriptedReply.error(429))
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    hilt.flush()
     levels = [(r.hilt_event.action, r.levelno) for r in hilt_records]
     assert levels == [
         ("prompt", logging.INFO), ("completion", logging.INFO), ("prompt", logging.INFO), ("system", logging.WARNING)

@@ -261,6 +261,7 @@ def test_raising_handler_never_reaches_the_caller(client, server, tmp_log, inter
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     finally:
+        hilt.flush()  # the handler runs on the recorder thread
         logging.getLogger("hilt").removeHandler(exploding)
     assert completion.choices[0].message.content == "Echo: hello errors"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: hello errors"
@@ -280,6 +281,7 @@ async def test_raising_handler_never_reaches_the_async_caller(aclient, tmp_log):
         chunks = [c async for c in await aclient.chat.completions.create(model="gpt-4o", messages=MESSAGES,
                                                                           stream=True)]
     finally:
+        hilt.flush()
         logging.getLogger("hilt").removeHandler(exploding)
     assert completion.choices[0].message.content == "Echo: hello errors"
     assert len(chunks) == 5

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 
+import hilt
 from hilt.testing import OpenAIServer
 
 #: Set on every client; it must never appear in a log file.
@@ -69,6 +70,7 @@ async def aclient(server: OpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     """The parsed lines of a hilt JSONL file (``[]`` when it does not exist yet)."""
+    hilt.flush()  # calls are recorded in the background: finish them, as a reader in this process must
     path = Path(path)
     if not path.exists():
         return []

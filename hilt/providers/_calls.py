@@ -8,14 +8,13 @@ with the context captured when the call started.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._emit import emit
 from .._internal import report_failure
-from ..context import CallScope, capture_scope, conversation_id_for
-from ..events import Actor, Content, Event, Metrics, new_event_id
+from ..context import CallScope, conversation_id_for
+from ..events import Actor, Content, Event, Metrics, new_event_id, utc_timestamp
 from ..pricing import cost_usd
 from ._content import prepare_structure, prepare_text
 
@@ -65,14 +64,18 @@ class ResponseFacts:
 
 
 class CallRecord:
-    """One call in flight: knows its ids and start time, and emits its closing event exactly once."""
+    """One call: knows its ids and start time, and emits its closing event exactly once.
+
+    Built on the recorder thread from what the caller's thread captured: the context (``scope``),
+    the start (``started`` from ``time.perf_counter()``, ``started_ns`` from ``time.time_ns()``).
+    """
 
     __slots__ = (
-        "facts", "scope", "call_id", "prompt_event_id", "session_id", "started", "status_code", "request_id",
-        "attempts", "_finished", "_lock",
+        "facts", "scope", "call_id", "prompt_event_id", "session_id", "started", "started_ns", "status_code",
+        "request_id", "attempts", "_finished", "_lock",
     )
 
-    def __init__(self, facts: RequestFacts, scope: CallScope) -> None:
+    def __init__(self, facts: RequestFacts, scope: CallScope, started: float, started_ns: int) -> None:
         self.facts = facts
         self.scope = scope
         self.call_id = new_event_id()
@@ -84,7 +87,8 @@ class CallRecord:
             self.session_id = facts.session_id
         else:
             self.session_id = conversation_id_for(facts.provider, facts.conversation_key or [], tags)
-        self.started = time.perf_counter()
+        self.started = started
+        self.started_ns = started_ns
         self.status_code: int | None = None
         self.request_id: str | None = None
         self.attempts: int | None = None
@@ -134,6 +138,7 @@ class CallRecord:
             content=content,
             extensions=extensions,
             event_id=self.prompt_event_id,
+            timestamp=utc_timestamp(self.started_ns),
         )
         emit(event, scope=scope)
 
@@ -146,11 +151,11 @@ class CallRecord:
             extensions["attempts"] = self.attempts
         return extensions
 
-    def emit_completion(self, response: ResponseFacts) -> None:
-        """Emit the completion event (once; later calls do nothing)."""
+    def emit_completion(self, response: ResponseFacts, ended: float, ended_ns: int) -> None:
+        """Emit the completion event (once; later calls do nothing) for a call that ended at ``ended``/``ended_ns``."""
         if not self._claim_finish():
             return
-        latency_ms = round((time.perf_counter() - self.started) * 1000.0, 3)
+        latency_ms = round((ended - self.started) * 1000.0, 3)
         facts = self.facts
         model = response.response_model or facts.model
         tokens = response.tokens
@@ -175,14 +180,17 @@ class CallRecord:
             ),
             metrics=metrics,
             extensions=extensions,
+            timestamp=utc_timestamp(ended_ns),
         )
         emit(event, scope=self.scope)
 
-    def emit_error(self, exc: BaseException, error: dict[str, Any], partial: ResponseFacts | None = None) -> None:
+    def emit_error(
+        self, error: dict[str, Any], partial: ResponseFacts | None, ended: float, ended_ns: int
+    ) -> None:
         """Emit the error event that ends a failed call (once); ``partial`` keeps a broken stream's text."""
         if not self._claim_finish():
             return
-        latency_ms = round((time.perf_counter() - self.started) * 1000.0, 3)
+        latency_ms = round((ended - self.started) * 1000.0, 3)
         extensions = self._response_extensions()
         if extensions.get("status_code") is None:
             extensions["status_code"] = CONNECTION_FAILED_STATUS
@@ -212,14 +220,17 @@ class CallRecord:
             content=content,
             metrics=metrics,
             extensions=extensions,
+            timestamp=utc_timestamp(ended_ns),
         )
         emit(event, scope=self.scope)
 
 
-def start_call(facts: RequestFacts) -> CallRecord | None:
-    """Begin recording a call: capture the context and emit the prompt event. ``None`` if that failed."""
+def start_call(facts: RequestFacts, scope: CallScope, started: float, started_ns: int) -> CallRecord | None:
+    """Begin recording a call that started at ``started``/``started_ns`` in ``scope``: emit the prompt event.
+
+    ``None`` if that failed (reported on ``hilt.internal``)."""
     try:
-        record = CallRecord(facts, capture_scope())
+        record = CallRecord(facts, scope, started, started_ns)
         record.emit_prompt()
         return record
     except Exception as exc:

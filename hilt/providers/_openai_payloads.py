@@ -6,6 +6,7 @@ raises on an odd shape: a missing part is recorded as ``None``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -66,6 +67,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+@functools.lru_cache(maxsize=256)
 def operation_for(url: str) -> str:
     """The operation name for a request path (``/chat/completions`` → ``chat``); unknown paths keep their path."""
     path = url.split("?", 1)[0].rstrip("/")
@@ -286,7 +288,12 @@ class _StreamState:
 
     def add(self, chunk: Any) -> None:
         self.chunks.append(chunk)
-        if self.first_token_at is None and self._carries_output(chunk):
+        if self.first_token_at is None:
+            self.look_for_first_token(chunk)
+
+    def look_for_first_token(self, chunk: Any) -> None:
+        """Note the time if ``chunk`` is the first to carry output (text, a tool call, a refusal)."""
+        if self._carries_output(chunk):
             self.first_token_at = time.perf_counter()
 
     def _carries_output(self, chunk: Any) -> bool:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections import OrderedDict
 import re
 import threading
+import time
 import types
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, get_origin
@@ -24,7 +25,9 @@ from typing import Any, get_origin
 import orjson
 
 from .._internal import report_failure
+from .._recorder import run_inline, submit
 from ..config import settings
+from ..context import capture_scope
 from ._calls import CallRecord, ResponseFacts, start_call
 from ._content import prepare_text
 from ._openai_payloads import KNOWN_OPERATIONS, operation_for, read_request, read_response, stream_state_for
@@ -47,38 +50,69 @@ _SECRET_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+\S+)")
 
 
 class _OpenAICall:
-    """The OpenAI side of one recorded call: its HTTP response, its stream state, and how it ends."""
+    """The OpenAI side of one recorded call: its HTTP response, its stream state, and how it ends.
+
+    The caller's thread only keeps references and clock readings here; reading the request and the
+    response and writing the events are tasks for the recorder thread (:mod:`hilt._recorder`), or
+    run at once when the caller needs the result right away (a ``track_costs()`` block, ``fsync``).
+    """
 
     __slots__ = (
-        "record", "operation", "stream", "state", "_response_ref", "_response_hold", "in_next", "api_key", "sent_headers",
-        "tee", "tee_active", "tee_done", "__weakref__",
+        "client", "options", "operation", "stream", "scope", "started", "started_ns", "inline", "record", "state",
+        "status_code", "headers", "attempts", "ended", "_response_ref", "_response_hold", "in_next", "tee", "tee_active",
+        "tee_done", "__weakref__",
     )
 
-    def __init__(self, record: CallRecord, operation: str, stream: bool, api_key: str | None) -> None:
-        self.record = record
-        self.operation = operation
-        self.stream = stream
-        self.state = stream_state_for(operation, record.started) if stream else None
+    def __init__(self, client: Any, options: Any, stream: bool) -> None:
+        self.started_ns = time.time_ns()
+        self.started = time.perf_counter()
+        self.client = client
+        self.options = options
+        self.stream = bool(stream)
+        self.operation = operation_for(getattr(options, "url", "") or "")
+        self.scope = scope = capture_scope()
+        self.inline = bool(scope.trackers) or settings.record_inline
+        self.record: CallRecord | None = None  # made by the first task, begin()
+        self.state = stream_state_for(self.operation, self.started) if stream else None
+        self.status_code: int | None = None
+        self.headers: Any = None  # of the final HTTP response
+        self.attempts: int | None = None
+        self.ended = False
         self._response_ref: Any = None  # weak once the call returned: the caller's objects keep the response alive
         self._response_hold: Any = None  # strong until then (the SDK drops a parsed response at once)
         self.in_next = False
-        self.api_key = api_key
-        self.sent_headers: tuple[Any, ...] = ()  # the client's and the request's headers, read only on errors
         self.tee: list[bytes] | None = None  # body bytes seen through iter_bytes() (with_streaming_response)
         self.tee_active = False
         self.tee_done = False
+
+    def run(self, task: Any) -> None:
+        if self.inline:
+            run_inline(task)
+        else:
+            submit(task)
+
+    def begin(self) -> None:
+        """Task: read the request and write the prompt event."""
+        self.record = _start_record(self)
+
+    def end(self, finish: Any) -> None:
+        """The call is over: note when, and queue ``finish(ended, ended_ns)`` (only the first ending counts)."""
+        with _end_lock:
+            if self.ended:
+                return
+            self.ended = True
+        ended_ns, ended = time.time_ns(), time.perf_counter()
+        self.run(lambda: finish(ended, ended_ns))
 
     # --- the HTTP response arrived ---------------------------------------------------------
 
     def on_send(self) -> None:
         """One HTTP attempt is about to go out (the SDK retries inside one call)."""
-        record = self.record
-        record.attempts = (record.attempts or 0) + 1
+        self.attempts = (self.attempts or 0) + 1
 
     def on_http_response(self, response: Any) -> None:
-        record = self.record
-        record.status_code = response.status_code
-        record.request_id = response.headers.get("x-request-id")
+        self.status_code = response.status_code
+        self.headers = response.headers
         self._response_ref = weakref.ref(response)
         self._response_hold = response
         response.__dict__["_hilt_call"] = self  # how the stream created from this response finds its call
@@ -94,27 +128,43 @@ class _OpenAICall:
         response = self.http_response
         self._response_hold = None
         if response is None:
-            self.record.emit_completion(ResponseFacts())
+            self.end(lambda ended, ended_ns: self.complete(ResponseFacts(), ended, ended_ns))
             return
-        if self.stream or _is_event_stream(response):
-            self._maybe_tee(result, response)
-            self._finish_later(response)  # the recording stream class (or the close hook) finishes it
-            return
-        body = _read_body(response)
-        if body is _NOT_READ:
-            self._maybe_tee(result, response)
-            self._finish_later(response)
-        else:
-            self.complete(self._facts_from_body(body))
+        if not self.stream:
+            content = _content_if_read(response)
+            if content is not _NOT_READ:
+                self.end(lambda ended, ended_ns: self.complete_read(response, content, ended, ended_ns))
+                return
+        self._maybe_tee(result, response)
+        self._finish_later(response)  # the recording stream class (or the close hook) finishes it
 
-    def complete(self, facts: ResponseFacts) -> None:
-        """Write the completion; a Responses id is remembered so ``previous_response_id`` turns keep the conversation."""
-        if self.operation == "responses" and facts.response_id and self.record.session_id:
+    def complete(self, facts: ResponseFacts, ended: float, ended_ns: int) -> None:
+        """Task: write the completion; a Responses id is remembered so ``previous_response_id`` turns keep the conversation."""
+        record = self.record
+        if record is None:
+            return  # the prompt could not be recorded (reported then)
+        self._note_response(record)
+        if self.operation == "responses" and facts.response_id and record.session_id:
             with _sessions_lock:
-                _response_sessions[facts.response_id] = self.record.session_id
+                _response_sessions[facts.response_id] = record.session_id
                 while len(_response_sessions) > _RESPONSE_SESSIONS_MAX:
                     _response_sessions.popitem(last=False)
-        self.record.emit_completion(facts)
+        record.emit_completion(facts, ended, ended_ns)
+
+    def complete_read(self, response: Any, content: bytes, ended: float, ended_ns: int) -> None:
+        """Task: the completion of a call whose body the SDK has read (the common case)."""
+        if _is_event_stream(response):
+            facts = self._facts_from_sse(content, completed=True)
+        else:
+            facts = self._facts_from_body(_parse_body(content))
+        self.complete(facts, ended, ended_ns)
+
+    def _note_response(self, record: CallRecord) -> None:
+        record.status_code = self.status_code
+        record.attempts = self.attempts
+        if self.headers is not None:
+            request_id = self.headers.get("x-request-id")
+            record.request_id = request_id if isinstance(request_id, str) else None
 
     def _facts_from_body(self, body: Any) -> ResponseFacts:
         if body is None or self.operation not in KNOWN_OPERATIONS and not isinstance(body, Mapping):
@@ -163,7 +213,7 @@ class _OpenAICall:
         """Finish the call as not completed if ``owner`` (the HTTP response or a stream) is garbage-collected first.
 
         The response lives as long as anything the caller holds (a raw response, a stream, a helper)."""
-        if not self.record.finished:
+        if not self.ended:
             weakref.finalize(owner, _finish_abandoned, self)
 
     def _maybe_tee(self, result: Any, response: Any) -> None:
@@ -217,106 +267,112 @@ class _OpenAICall:
 
             attributes["aiter_bytes"] = aiter_bytes
 
-    def _facts_from_tee(self, captured: list[bytes]) -> ResponseFacts:
+    def _facts_from_sse(self, data: bytes, completed: bool) -> ResponseFacts:
+        """Facts from raw server-sent-event bytes (a stream the caller read as bytes)."""
+        state = stream_state_for(self.operation, self.started)
+        if state is None:
+            return ResponseFacts(stream_completed=completed)
+        for line in data.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if not payload or payload == b"[DONE]":
+                continue
+            try:
+                state.add(orjson.loads(payload))
+            except orjson.JSONDecodeError:
+                continue  # a torn last event of a cut stream
+        facts = state.facts(completed=completed)
+        facts.ttft_ms = None  # chunk times are unknown when the caller read raw bytes
+        return facts
+
+    def _facts_from_tee(self, captured: list[bytes], response: Any) -> ResponseFacts:
         data = b"".join(captured)
-        response = self.http_response
         if self.stream or (response is not None and _is_event_stream(response)):
-            state = stream_state_for(self.operation, self.record.started)
-            if state is None:
-                return ResponseFacts(stream_completed=self.tee_done)
-            for line in data.split(b"\n"):
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if not payload or payload == b"[DONE]":
-                    continue
-                try:
-                    state.add(orjson.loads(payload))
-                except orjson.JSONDecodeError:
-                    continue  # a torn last event of a cut stream
-            facts = state.facts(completed=self.tee_done)
-            facts.ttft_ms = None  # chunk times are unknown when the caller read raw bytes
-            return facts
-        try:
-            body = orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:
-            body = None
-        return self._facts_from_body(body)
+            return self._facts_from_sse(data, completed=self.tee_done)
+        return self._facts_from_body(_parse_body(data))
 
     def on_http_closed(self) -> None:
-        if self.in_next or self.tee_active or self.record.finished:
+        if self.in_next or self.tee_active or self.ended:
             return  # a stream closes its response on the way to its end; the stream finishes the call
         try:
-            if self.state is not None and self.state.chunks:
-                self.complete(self.state.facts(completed=False))
-            elif self.tee:
-                self.complete(self._facts_from_tee(self.tee))
-            elif self.state is not None:
-                self.complete(self.state.facts(completed=False))
-            else:
-                body = _read_body(self.http_response)
-                facts = self._facts_from_body(None if body is _NOT_READ else body)
-                if self.stream:
-                    facts.stream_completed = False
-                self.complete(facts)
+            response = self.http_response
+            self.end(lambda ended, ended_ns: self._finish_closed(response, ended, ended_ns))
         except Exception as exc:
             report_failure("openai: finishing a call", exc)
+
+    def _finish_closed(self, response: Any, ended: float, ended_ns: int) -> None:
+        """Task: the completion of a call whose response was closed (read through, or given up on)."""
+        if self.state is not None and self.state.chunks:
+            facts = self.state.facts(completed=False)
+        elif self.tee:
+            facts = self._facts_from_tee(self.tee, response)
+        elif self.state is not None:
+            facts = self.state.facts(completed=False)
+        else:
+            content = _content_if_read(response) if response is not None else _NOT_READ
+            facts = self._facts_from_body(None if content is _NOT_READ else _parse_body(content))
+            if self.stream:
+                facts.stream_completed = False
+        self.complete(facts, ended, ended_ns)
 
     # --- streams -----------------------------------------------------------------------------
 
     def stream_ended(self, completed: bool) -> None:
         try:
-            if self.record.finished:
-                return
-            facts = self.state.facts(completed) if self.state is not None else ResponseFacts(stream_completed=completed)
-            self.complete(facts)
+            state = self.state
+            self.end(lambda ended, ended_ns: self.complete(
+                state.facts(completed) if state is not None else ResponseFacts(stream_completed=completed),
+                ended, ended_ns,
+            ))
         except Exception as exc:
             report_failure("openai: finishing a stream", exc)
-
-    def chunk(self, item: Any) -> None:
-        state = self.state
-        if state is not None:
-            try:
-                state.add(item)
-            except Exception as exc:
-                report_failure("openai: reading a stream chunk", exc)
 
     # --- failure -------------------------------------------------------------------------------
 
     def failed(self, exc: BaseException) -> None:
-        """The call's exception is on its way to the caller: write the error event."""
+        """The call's exception is on its way to the caller: queue the error event."""
         try:
-            record = self.record
-            status = getattr(exc, "status_code", None)
-            if isinstance(status, int):
-                record.status_code = status
-            request_id = getattr(exc, "request_id", None)
-            if isinstance(request_id, str):
-                record.request_id = request_id
-            code = getattr(exc, "code", None) or getattr(exc, "type", None)
-            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            error = {
-                "type": type(exc).__name__,
-                "code": code if isinstance(code, (str, int)) else None,
-                # An API error message can quote the request, so it is content: redacted, capped, or
-                # left out with capture_content=False (type, code and status stay).
-                "message": prepare_text(self._scrub(str(message))),
-            }
-            partial = self.state.facts(completed=False) if self.state is not None else None
             response = self.http_response
-            if partial is None and response is not None and 200 <= response.status_code < 300:
-                # A 2xx answer the SDK then rejected (e.g. parse()'s LengthFinishReasonError): it was billed.
-                body = _read_body(response)
-                if body is not _NOT_READ and body is not None:
-                    partial = self._facts_from_body(body)
-            record.emit_error(exc, error, partial)
+            self.end(lambda ended, ended_ns: self._record_failure(exc, response, ended, ended_ns))
         except Exception as failure:
             report_failure("openai: recording an error", failure)
 
+    def _record_failure(self, exc: BaseException, response: Any, ended: float, ended_ns: int) -> None:
+        """Task: write the error event of a failed call."""
+        record = self.record
+        if record is None:
+            return
+        self._note_response(record)
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int):
+            record.status_code = status
+        request_id = getattr(exc, "request_id", None)
+        if isinstance(request_id, str):
+            record.request_id = request_id
+        code = getattr(exc, "code", None) or getattr(exc, "type", None)
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        error = {
+            "type": type(exc).__name__,
+            "code": code if isinstance(code, (str, int)) else None,
+            # An API error message can quote the request, so it is content: redacted, capped, or
+            # left out with capture_content=False (type, code and status stay).
+            "message": prepare_text(self._scrub(str(message))),
+        }
+        partial = self.state.facts(completed=False) if self.state is not None else None
+        if partial is None and response is not None and 200 <= response.status_code < 300:
+            # A 2xx answer the SDK then rejected (e.g. parse()'s LengthFinishReasonError): it was billed.
+            content = _content_if_read(response)
+            body = None if content is _NOT_READ else _parse_body(content)
+            if body is not None:
+                partial = self._facts_from_body(body)
+        record.emit_error(error, partial, ended, ended_ns)
+
     def _scrub(self, message: str) -> str:
         """Remove the API key, anything key- or token-shaped, and the values of secret-looking headers sent."""
-        secrets = [self.api_key] if self.api_key else []
-        for headers in self.sent_headers:
+        api_key = getattr(self.client, "api_key", None)
+        secrets = [api_key] if isinstance(api_key, str) and api_key else []
+        for headers in (getattr(self.client, "_custom_headers", None), getattr(self.options, "headers", None)):
             if isinstance(headers, Mapping):
                 secrets.extend(
                     value for name, value in headers.items()
@@ -329,14 +385,19 @@ class _OpenAICall:
 
 
 _NOT_READ = object()
+_end_lock = threading.Lock()
 
 
-def _read_body(response: Any) -> Any:
-    """The parsed JSON body if it has been read, ``None`` if it is not JSON, ``_NOT_READ`` if still unread."""
+def _content_if_read(response: Any) -> Any:
+    """The response body's bytes if it has been read, else ``_NOT_READ``."""
     try:
-        content = response.content
+        return response.content
     except Exception:
         return _NOT_READ
+
+
+def _parse_body(content: bytes) -> Any:
+    """The parsed JSON body, or ``None`` when it is empty or not JSON."""
     if not content:
         return None
     try:
@@ -351,35 +412,26 @@ def _is_event_stream(response: Any) -> bool:
 
 def _finish_abandoned(call: _OpenAICall) -> None:
     """A response or stream was garbage-collected before it ended: close the record as not completed."""
-    if not call.record.finished:
+    if not call.ended:
         call.on_http_closed()
 
 
 # --- starting a call ---------------------------------------------------------------------------
 
 
-def _begin(client: Any, options: Any, stream: bool) -> _OpenAICall | None:
-    try:
-        operation = operation_for(getattr(options, "url", "") or "")
-        body = getattr(options, "json_data", None)
-        extra = getattr(options, "extra_json", None)
-        if isinstance(extra, Mapping) and extra:
-            body = {**(body if isinstance(body, Mapping) else {}), **extra}
-        provider = AZURE_PROVIDER if _is_azure(client) else PROVIDER
-        facts = read_request(provider, operation, body, stream)
-        previous = facts.extra.get("previous_response_id")
-        if facts.session_id is None and previous is not None:
-            facts.session_id = _response_sessions.get(previous)
-        record = start_call(facts)
-        if record is None:
-            return None
-        api_key = getattr(client, "api_key", None)
-        call = _OpenAICall(record, operation, bool(stream), api_key if isinstance(api_key, str) else None)
-        call.sent_headers = (getattr(client, "_custom_headers", None), getattr(options, "headers", None))
-        return call
-    except Exception as exc:
-        report_failure("openai: reading a request", exc)
-        return None
+def _start_record(call: _OpenAICall) -> CallRecord | None:
+    """Task: read the request the caller sent and write its prompt event."""
+    client, options = call.client, call.options
+    body = getattr(options, "json_data", None)
+    extra = getattr(options, "extra_json", None)
+    if isinstance(extra, Mapping) and extra:
+        body = {**(body if isinstance(body, Mapping) else {}), **extra}
+    provider = AZURE_PROVIDER if _is_azure(client) else PROVIDER
+    facts = read_request(provider, call.operation, body, call.stream)
+    previous = facts.extra.get("previous_response_id")
+    if facts.session_id is None and previous is not None:
+        facts.session_id = _response_sessions.get(previous)
+    return start_call(facts, call.scope, call.started, call.started_ns)
 
 
 @functools.lru_cache(maxsize=64)
@@ -437,12 +489,24 @@ def _call_of(stream: Any) -> _OpenAICall | None:
     return getattr(response, "__dict__", {}).get("_hilt_call") if response is not None else None
 
 
+def _take_chunk(call: _OpenAICall, item: Any) -> None:
+    """Keep a stream chunk: one list append per chunk; until the first token, also a look at the chunk."""
+    state = call.state
+    if state is not None:
+        state.chunks.append(item)
+        if state.first_token_at is None:
+            try:
+                state.look_for_first_token(item)
+            except Exception as exc:
+                report_failure("openai: reading a stream chunk", exc)
+
+
 def _sync_stream_namespace(base: type) -> dict[str, Any]:
-    """``__next__``/``__iter__`` that see each chunk; the SDK's own ``__stream__`` generator is left as it is."""
+    """``__next__`` that sees each chunk (``__iter__`` returns the stream itself, so ``for`` loops use it)."""
     base_next = base.__next__  # type: ignore[attr-defined]
 
     def __next__(self: Any) -> Any:
-        call = _call_of(self)
+        call = self._hilt_call
         if call is None:
             return base_next(self)
         call.in_next = True
@@ -457,18 +521,13 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        call.chunk(item)
+        _take_chunk(call, item)
         return item
 
     def __iter__(self: Any) -> Any:
-        while True:
-            try:
-                item = self.__next__()
-            except StopIteration:
-                return
-            yield item
+        return self
 
-    return {"__next__": __next__, "__iter__": __iter__, "__init__": _stream_init(base)}
+    return {"__next__": __next__, "__iter__": __iter__, "__init__": _stream_init(base), "_hilt_call": None}
 
 
 def _stream_init(base: type) -> Any:
@@ -479,6 +538,7 @@ def _stream_init(base: type) -> Any:
         call = _call_of(self)
         if call is not None:
             try:
+                self._hilt_call = call
                 call.watch(self)
             except Exception as exc:
                 report_failure("openai: watching a stream", exc)
@@ -487,11 +547,11 @@ def _stream_init(base: type) -> Any:
 
 
 def _async_stream_namespace(base: type) -> dict[str, Any]:
-    """``__anext__``/``__aiter__`` that see each chunk; no extra async generator to finalize on abandonment."""
+    """``__anext__`` that sees each chunk (``__aiter__`` returns the stream, so ``async for`` uses it)."""
     base_anext = base.__anext__  # type: ignore[attr-defined]
 
     async def __anext__(self: Any) -> Any:
-        call = _call_of(self)
+        call = self._hilt_call
         if call is None:
             return await base_anext(self)
         call.in_next = True
@@ -506,33 +566,35 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        call.chunk(item)
+        _take_chunk(call, item)
         return item
 
-    async def __aiter__(self: Any) -> Any:
-        while True:
-            try:
-                item = await self.__anext__()
-            except StopAsyncIteration:
-                return
-            yield item
+    def __aiter__(self: Any) -> Any:
+        return self
 
-    return {"__anext__": __anext__, "__aiter__": __aiter__, "__init__": _stream_init(base)}
+    return {"__anext__": __anext__, "__aiter__": __aiter__, "__init__": _stream_init(base), "_hilt_call": None}
 
 
 # --- the patches -----------------------------------------------------------------------------
 
 
 def _start(client: Any, options: Any, stream: bool, stream_cls: Any) -> tuple[_OpenAICall, Any, Any] | None:
-    """For a call to record: its record, the options and stream class to send; ``None`` to pass it straight through."""
+    """For a call to record: its call, the options and stream class to send; ``None`` to pass it straight through.
+
+    Runs on the caller's thread, so it only takes references and the time; reading the request and
+    writing the prompt event is the recorder's first task for the call.
+    """
     if not _enabled or _active.get() is not None:
         return None  # uninstrumented, or a request made inside a recorded one: never recorded twice
-    call = _begin(client, options, stream)
-    if call is None:
+    try:
+        call = _OpenAICall(client, options, stream)
+        call.run(call.begin)
+        if stream_cls is not None:
+            stream_cls = _safe_stream_class(stream_cls)
+        return call, _options_to_send(options, call), stream_cls
+    except Exception as exc:
+        report_failure("openai: reading a request", exc)
         return None
-    if stream_cls is not None:
-        stream_cls = _safe_stream_class(stream_cls)
-    return call, _options_to_send(options, call), stream_cls
 
 
 def _wrap_sync_request(original: Any) -> Any:
