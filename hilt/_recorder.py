@@ -11,6 +11,7 @@ the backlog itself, so memory stays bounded however fast calls come.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -26,21 +27,23 @@ Task = Callable[[], None]
 
 _pending: deque[Task] = deque()
 _lock = threading.Lock()  # held while tasks run: one at a time, in order
-_wake = threading.Event()
+_wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token wakes the recorder thread (C-level put)
+_sleeping = True  # the recorder thread waits (or was never started): the next submit wakes it
 _thread: threading.Thread | None = None
 _runner = threading.local()  # .active is True on a thread inside a task (its own emits never drain)
 
 
 def submit(task: Task) -> None:
     """Queue ``task`` for the recorder thread (a few hundred nanoseconds on the caller's thread)."""
+    global _sleeping
     _pending.append(task)
     if len(_pending) > MAX_PENDING:
         drain()  # backpressure: the recorder can't keep up, so the caller helps
-        return
-    if not _wake.is_set():
+    elif _sleeping:
+        _sleeping = False
         if _thread is None:
             _start_thread()
-        _wake.set()
+        _wake.put(None)
 
 
 def pending() -> bool:
@@ -99,9 +102,12 @@ def _run_one(task: Task) -> None:
 
 
 def _loop() -> None:
+    global _sleeping
     while True:
-        _wake.wait()
-        _wake.clear()
+        _sleeping = True
+        if not _pending:
+            _wake.get()  # a spare token from a race only costs one empty turn
+        _sleeping = False
         while _pending:
             with _lock:  # taken per task, so a drain on another thread gets its turn under a steady stream of calls
                 _run_pending(1)
@@ -121,10 +127,10 @@ _start_lock = threading.Lock()
 
 def _after_fork_in_child() -> None:
     """A forked child starts with no recorder thread and none of the parent's tasks (the parent does those)."""
-    global _lock, _wake, _thread, _start_lock
+    global _lock, _wake, _thread, _start_lock, _sleeping
     _pending.clear()
-    _lock, _wake, _start_lock = threading.Lock(), threading.Event(), threading.Lock()
-    _thread = None
+    _lock, _wake, _start_lock = threading.Lock(), queue.SimpleQueue(), threading.Lock()
+    _thread, _sleeping = None, True
 
 
 if hasattr(os, "register_at_fork"):

@@ -96,10 +96,12 @@ def test_read_only_folder_after_instrument(server, tmp_log, internal_reports):
     hilt.instrument(filepath=tmp_log, providers=["openai"])
     with make_client(server) as client:
         got = [_essence(_chat(client, texts[0]))]
+        hilt.flush()
         os.remove(tmp_log)
         os.chmod(tmp_log.parent, 0o500)
         try:
             got += [_essence(_chat(client, text)) for text in texts[1:]]
+            hilt.flush()  # the recorder writes while the folder is still read-only
         finally:
             os.chmod(tmp_log.parent, 0o700)
     assert got == expected
@@ -113,10 +115,12 @@ def test_file_replaced_by_directory_while_open(server, tmp_log, internal_reports
     hilt.instrument(filepath=tmp_log, providers=["openai"])
     with make_client(server) as client:
         got = [_essence(_chat(client, texts[0]))]
+        hilt.flush()
         moved = tmp_log.with_name("hilt.jsonl.before")
         os.rename(tmp_log, moved)
         os.mkdir(tmp_log)
         got += [_essence(_chat(client, text)) for text in texts[1:]]
+    hilt.flush()
     assert got == expected
     reports = _jsonl_reports(internal_reports)
     assert len(reports) == 1, reports
@@ -131,6 +135,7 @@ def test_parent_folder_removed_while_open(server, tmp_log, read_jsonl, internal_
     hilt.instrument(filepath=tmp_log, providers=["openai"])
     with make_client(server) as client:
         got = [_essence(_chat(client, texts[0]))]
+        hilt.flush()
         shutil.rmtree(tmp_log.parent)
         got += [_essence(_chat(client, text)) for text in texts[1:]]
     assert got == expected

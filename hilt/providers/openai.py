@@ -57,33 +57,35 @@ class _OpenAICall:
     run at once when the caller needs the result right away (a ``track_costs()`` block, ``fsync``).
     """
 
-    __slots__ = (
-        "client", "options", "operation", "stream", "scope", "started", "started_ns", "inline", "record", "state",
-        "status_code", "headers", "attempts", "ended", "_response_ref", "_response_hold", "in_next", "tee", "tee_active",
-        "tee_done", "__weakref__",
-    )
+    # Defaults live on the class, so starting a call sets only what every call has.
+    record: CallRecord | None = None  # made by the first task, begin()
+    state: Any = None  # the chunk accumulator of a stream
+    status_code: int | None = None
+    headers: Any = None  # of the final HTTP response
+    attempts: int | None = None
+    _response_ref: Any = None  # weak once the call returned: the caller's objects keep the response alive
+    _response_hold: Any = None  # strong until then (the SDK drops a parsed response at once)
+    in_next = False
+    tee: list[bytes] | None = None  # body bytes seen through iter_bytes() (with_streaming_response)
+    tee_active = False
+    tee_done = False
 
     def __init__(self, client: Any, options: Any, stream: bool) -> None:
         self.started_ns = time.time_ns()
         self.started = time.perf_counter()
         self.client = client
         self.options = options
-        self.stream = bool(stream)
+        self.stream = stream = bool(stream)
         self.operation = operation_for(getattr(options, "url", "") or "")
         self.scope = scope = capture_scope()
         self.inline = bool(scope.trackers) or settings.record_inline
-        self.record: CallRecord | None = None  # made by the first task, begin()
-        self.state = stream_state_for(self.operation, self.started) if stream else None
-        self.status_code: int | None = None
-        self.headers: Any = None  # of the final HTTP response
-        self.attempts: int | None = None
-        self.ended = False
-        self._response_ref: Any = None  # weak once the call returned: the caller's objects keep the response alive
-        self._response_hold: Any = None  # strong until then (the SDK drops a parsed response at once)
-        self.in_next = False
-        self.tee: list[bytes] | None = None  # body bytes seen through iter_bytes() (with_streaming_response)
-        self.tee_active = False
-        self.tee_done = False
+        self._end_token = [True]  # popped by the first ending (list.pop is atomic), so a call ends once
+        if stream:
+            self.state = stream_state_for(self.operation, self.started)
+
+    @property
+    def ended(self) -> bool:
+        return not self._end_token
 
     def run(self, task: Any) -> None:
         if self.inline:
@@ -97,24 +99,23 @@ class _OpenAICall:
 
     def end(self, finish: Any) -> None:
         """The call is over: note when, and queue ``finish(ended, ended_ns)`` (only the first ending counts)."""
-        with _end_lock:
-            if self.ended:
-                return
-            self.ended = True
-        ended_ns, ended = time.time_ns(), time.perf_counter()
+        ended = time.perf_counter()
+        try:
+            self._end_token.pop()
+        except IndexError:
+            return
+        ended_ns = time.time_ns()
         self.run(lambda: finish(ended, ended_ns))
 
     # --- the HTTP response arrived ---------------------------------------------------------
 
-    def on_send(self) -> None:
-        """One HTTP attempt is about to go out (the SDK retries inside one call)."""
-        self.attempts = (self.attempts or 0) + 1
-
-    def on_http_response(self, response: Any) -> None:
+    def on_http_response(self, response: Any, retries_taken: Any) -> None:
+        """The final HTTP response arrived, after ``retries_taken`` retries inside the SDK."""
         self.status_code = response.status_code
         self.headers = response.headers
-        self._response_ref = weakref.ref(response)
         self._response_hold = response
+        if retries_taken.__class__ is int:
+            self.attempts = retries_taken + 1
         response.__dict__["_hilt_call"] = self  # how the stream created from this response finds its call
 
     @property
@@ -125,7 +126,7 @@ class _OpenAICall:
 
     def returned(self, result: Any) -> None:
         """The SDK returned to the caller: finish now if the body is read, else when the response closes."""
-        response = self.http_response
+        response = self._response_hold
         self._response_hold = None
         if response is None:
             self.end(lambda ended, ended_ns: self.complete(ResponseFacts(), ended, ended_ns))
@@ -135,6 +136,7 @@ class _OpenAICall:
             if content is not _NOT_READ:
                 self.end(lambda ended, ended_ns: self.complete_read(response, content, ended, ended_ns))
                 return
+        self._response_ref = weakref.ref(response)
         self._maybe_tee(result, response)
         self._finish_later(response)  # the recording stream class (or the close hook) finishes it
 
@@ -350,6 +352,8 @@ class _OpenAICall:
         request_id = getattr(exc, "request_id", None)
         if isinstance(request_id, str):
             record.request_id = request_id
+        if record.attempts is None:
+            record.attempts = _attempts_of(exc)
         code = getattr(exc, "code", None) or getattr(exc, "type", None)
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         error = {
@@ -385,7 +389,15 @@ class _OpenAICall:
 
 
 _NOT_READ = object()
-_end_lock = threading.Lock()
+
+
+def _attempts_of(exc: BaseException) -> int | None:
+    """HTTP attempts of a failed call: the SDK numbers each try in the ``x-stainless-retry-count`` request header."""
+    try:
+        request = exc.request  # type: ignore[attr-defined]
+        return int(request.headers["x-stainless-retry-count"]) + 1
+    except Exception:
+        return None
 
 
 def _content_if_read(response: Any) -> Any:
@@ -590,8 +602,10 @@ def _start(client: Any, options: Any, stream: bool, stream_cls: Any) -> tuple[_O
         call = _OpenAICall(client, options, stream)
         call.run(call.begin)
         if stream_cls is not None:
-            stream_cls = _safe_stream_class(stream_cls)
-        return call, _options_to_send(options, call), stream_cls
+            stream_cls = _stream_classes.get(stream_cls) or _safe_stream_class(stream_cls)
+        if settings.stream_usage:
+            options = _options_to_send(options, call)
+        return call, options, stream_cls
     except Exception as exc:
         report_failure("openai: reading a request", exc)
         return None
@@ -639,42 +653,32 @@ def _wrap_async_request(original: Any) -> Any:
     return request
 
 
-def _hooked(original: Any, before: Any) -> Any:
-    """The SDK's ``original`` method (sync or async), with ``before(call, kwargs)`` run first for the active call."""
-
-    def run_before(kwargs: dict[str, Any]) -> None:
-        call = _active.get()
-        if call is not None:
-            try:
-                before(call, kwargs)
-            except Exception as exc:
-                report_failure(f"openai: {original.__name__}", exc)
-
-    if inspect.iscoroutinefunction(original):
-
-        @functools.wraps(original)
-        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            run_before(kwargs)
-            return await original(self, *args, **kwargs)
-
-        return async_wrapper
-
-    @functools.wraps(original)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        run_before(kwargs)
-        return original(self, *args, **kwargs)
-
-    return wrapper
+def _see_response(kwargs: dict[str, Any]) -> None:
+    call = _active.get()
+    if call is not None:
+        try:
+            call.on_http_response(kwargs["response"], kwargs.get("retries_taken"))
+        except Exception as exc:
+            report_failure("openai: _process_response", exc)
 
 
 def _wrap_process_response(original: Any) -> Any:
-    """Sees the HTTP response of the final attempt (status, request id) before the SDK parses it."""
-    return _hooked(original, lambda call, kwargs: call.on_http_response(kwargs["response"]))
+    """Sees the HTTP response of the final attempt (status, headers, retries) before the SDK parses it."""
+    if inspect.iscoroutinefunction(original):
 
+        @functools.wraps(original)
+        async def async_process_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+            _see_response(kwargs)
+            return await original(self, *args, **kwargs)
 
-def _wrap_send_request(original: Any) -> Any:
-    """Counts the HTTP attempts of the current call (``extensions.attempts``), failed ones included."""
-    return _hooked(original, lambda call, kwargs: call.on_send())
+        return async_process_response
+
+    @functools.wraps(original)
+    def process_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _see_response(kwargs)
+        return original(self, *args, **kwargs)
+
+    return process_response
 
 
 def _safe_stream_class(stream_cls: Any) -> Any:
@@ -701,10 +705,8 @@ def _targets() -> list[tuple[type, str, Any]]:
     return [
         (SyncAPIClient, "request", _wrap_sync_request),
         (SyncAPIClient, "_process_response", _wrap_process_response),
-        (SyncAPIClient, "_send_request", _wrap_send_request),
         (AsyncAPIClient, "request", _wrap_async_request),
         (AsyncAPIClient, "_process_response", _wrap_process_response),
-        (AsyncAPIClient, "_send_request", _wrap_send_request),
     ]
 
 
