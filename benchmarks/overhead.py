@@ -1,7 +1,9 @@
 """Per-call overhead of hilt on the OpenAI SDK: median time with and without instrumentation, same run.
 
 The SDK talks to ``httpx2.MockTransport`` (no sockets), so the numbers are the SDK's own cost plus
-hilt's. hilt writes to a real JSONL file with content capture on. Run: ``python benchmarks/overhead.py``.
+hilt's. hilt writes to a real JSONL file with content capture on. Reports the caller's median added
+time and the CPU per call of the whole process (hilt's recorder thread included).
+Run: ``python benchmarks/overhead.py`` (``--rounds``, ``--calls``).
 """
 
 from __future__ import annotations
@@ -61,61 +63,77 @@ def make_client(stream_chunks: int) -> openai.OpenAI:
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
 
 
-def median_us(fn: Callable[[], object], repeat: int) -> float:
-    for _ in range(max(20, repeat // 10)):
+def sample(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """Median wall time of one call on the caller's thread, and the process CPU time per call (all threads:
+    what the recorder thread spends in the background counts here), both in µs."""
+    for _ in range(max(5, calls // 10)):
         fn()
     samples = []
     gc.disable()
     try:
-        for _ in range(repeat):
+        cpu_start = time.process_time()
+        for _ in range(calls):
             start = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - start) * 1e6)
+        hilt.flush()  # the recorder's work for these calls is inside the CPU figure
+        cpu = (time.process_time() - cpu_start) * 1e6 / calls
     finally:
         gc.enable()
-    return statistics.median(samples)
+    return statistics.median(samples), cpu
 
 
-def measure(repeat: int) -> dict[str, float]:
-    client_20 = make_client(20)
-    client_200 = make_client(200)
-
-    def chat() -> object:
-        return client_20.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
-
-    def stream_20() -> object:
-        return list(client_20.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
-
-    def stream_200() -> object:
-        return list(client_200.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
-
-    return {"chat": median_us(chat, repeat), "stream20": median_us(stream_20, repeat),
-            "stream200": median_us(stream_200, max(50, repeat // 4))}
+CASES = ("chat", "stream20", "stream200")
+LABELS = {"chat": "chat call", "stream20": "stream, 20 chunks", "stream200": "stream, 200 chunks"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds without / with hilt")
+    parser.add_argument("--calls", type=int, default=200, help="calls per case per round")
     args = parser.parse_args()
+    client_20, client_200 = make_client(20), make_client(200)
+    cases: dict[str, Callable[[], object]] = {
+        "chat": lambda: client_20.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2),
+        "stream20": lambda: list(client_20.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)),
+        "stream200": lambda: list(client_200.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)),
+    }
+    calls = {"chat": args.calls, "stream20": args.calls, "stream200": max(20, args.calls // 5)}
+    # Rounds alternate without / with hilt, so drift on a shared machine hits both sides alike; each
+    # figure is the median over rounds of the paired difference (with minus without, same round).
+    rows: dict[str, dict[str, list[float]]] = {k: {"base": [], "with": [], "added": [], "base_cpu": [], "cpu": []} for k in CASES}
     with tempfile.TemporaryDirectory() as folder:
-        # Alternate rounds so drift on a shared machine hits both sides alike.
-        base_rounds, hilt_rounds = [], []
-        for _ in range(3):
-            base_rounds.append(measure(args.repeat))
-            hilt.instrument(filepath=str(Path(folder) / "bench.jsonl"), providers=["openai"])
-            hilt_rounds.append(measure(args.repeat))
-            hilt.uninstrument()
-        lines = sum(1 for _ in open(Path(folder) / "bench.jsonl"))
-    base = {k: statistics.median(r[k] for r in base_rounds) for k in base_rounds[0]}
-    with_hilt = {k: statistics.median(r[k] for r in hilt_rounds) for k in hilt_rounds[0]}
+        path = Path(folder) / "bench.jsonl"
+        for _ in range(args.rounds):
+            for key in CASES:
+                base, base_cpu = sample(cases[key], calls[key])
+                hilt.instrument(filepath=str(path), providers=["openai"])
+                with_hilt, cpu = sample(cases[key], calls[key])
+                hilt.uninstrument()
+                row = rows[key]
+                row["base"].append(base)
+                row["with"].append(with_hilt)
+                row["added"].append(with_hilt - base)
+                row["base_cpu"].append(base_cpu)
+                row["cpu"].append(cpu - base_cpu)
+        lines = sum(1 for _ in open(path))
+    med = {k: {name: statistics.median(values) for name, values in row.items()} for k, row in rows.items()}
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
-          f"{platform.machine()}, openai {openai.__version__}; {lines} events written")
-    print(f"{'case':<22}{'without µs':>12}{'with µs':>12}{'added µs':>11}{'ratio':>8}")
-    for key, label in (("chat", "chat call"), ("stream20", "stream, 20 chunks"), ("stream200", "stream, 200 chunks")):
-        added = with_hilt[key] - base[key]
-        print(f"{label:<22}{base[key]:>12.1f}{with_hilt[key]:>12.1f}{added:>11.1f}{with_hilt[key] / base[key]:>8.2f}")
-    per_chunk = ((with_hilt["stream200"] - base["stream200"]) - (with_hilt["stream20"] - base["stream20"])) / 180
-    print(f"added per stream chunk (slope 20→200 chunks): {per_chunk:.2f} µs")
+          f"{platform.machine()}, openai {openai.__version__}; {args.rounds} rounds; {lines} events written")
+    print(f"{'case':<22}{'without µs':>12}{'with µs':>10}{'added µs':>10}{'ratio':>7}{'added CPU µs':>14}")
+    for key in CASES:
+        m = med[key]
+        print(f"{LABELS[key]:<22}{m['base']:>12.1f}{m['with']:>10.1f}{m['added']:>10.1f}"
+              f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['cpu']:>14.1f}")
+    per_chunk = statistics.median(
+        (a200 - a20) / 180 for a200, a20 in zip(rows["stream200"]["added"], rows["stream20"]["added"])
+    )
+    per_chunk_cpu = statistics.median(
+        (c200 - c20) / 180 for c200, c20 in zip(rows["stream200"]["cpu"], rows["stream20"]["cpu"])
+    )
+    print(f"added per stream chunk (slope 20→200 chunks): {per_chunk:.2f} µs on the caller, {per_chunk_cpu:.2f} µs CPU")
+    print("'added' is the caller's median wall time (what the LLM call takes longer); 'added CPU' is the process")
+    print("CPU per call over all threads, the recorder thread's background work included.")
 
 
 if __name__ == "__main__":

@@ -137,8 +137,12 @@ class _OpenAICall:
                 self.end(lambda ended, ended_ns: self.complete_read(response, content, ended, ended_ns))
                 return
         self._response_ref = weakref.ref(response)
-        self._maybe_tee(result, response)
-        self._finish_later(response)  # the recording stream class (or the close hook) finishes it
+        recording = getattr(type(result), "__hilt_recording__", False)
+        if not recording:
+            self._maybe_tee(response)
+        # The recording stream finishes the call itself (and is watched for abandonment); the hooks
+        # catch closes made on the response (stream helpers, raw and streaming responses).
+        self._finish_later(response, watch=not recording)
 
     def complete(self, facts: ResponseFacts, ended: float, ended_ns: int) -> None:
         """Task: write the completion; a Responses id is remembered so ``previous_response_id`` turns keep the conversation."""
@@ -173,14 +177,20 @@ class _OpenAICall:
             return ResponseFacts()
         return read_response(self.operation, body)
 
-    def _finish_later(self, response: Any) -> None:
-        """Hook the response's ``read``/``close`` (and async twins) to write the completion when the caller is done."""
-        for name in ("read", "aread", "close", "aclose"):
-            if name not in response.__dict__ and hasattr(response, name):
-                response.__dict__[name] = self._then_finish(getattr(response, name))
-        self.watch(response)
+    def _finish_later(self, response: Any, watch: bool = True) -> None:
+        """Hook the response's ``read``/``close`` (``aread``/``aclose`` for async clients) to write the
+        completion when the caller is done; ``watch`` it for abandonment."""
+        attributes = response.__dict__
+        names = ("aread", "aclose") if isinstance(self.client, _async_client_class()) else ("read", "close")
+        for name in names:
+            if name not in attributes:
+                original = getattr(response, name, None)
+                if original is not None:
+                    attributes[name] = self._then_finish(original, asynchronous=name[0] == "a")
+        if watch:
+            self.watch(response)
 
-    def _then_finish(self, original: Any) -> Any:
+    def _then_finish(self, original: Any, asynchronous: bool) -> Any:
         """``original`` (a bound method of the response), after which the call is finished if it can be.
 
         While it runs, ``in_next`` is set, so the ``close()`` that httpx calls at the end of a read
@@ -189,7 +199,7 @@ class _OpenAICall:
         """
         call = self
 
-        if inspect.iscoroutinefunction(original):
+        if asynchronous:
 
             async def async_hooked(*args: Any, **kwargs: Any) -> Any:
                 previous, call.in_next = call.in_next, True
@@ -218,8 +228,8 @@ class _OpenAICall:
         if not self.ended:
             weakref.finalize(owner, _finish_abandoned, self)
 
-    def _maybe_tee(self, result: Any, response: Any) -> None:
-        if not getattr(type(result), "__hilt_recording__", False) and self.operation in KNOWN_OPERATIONS:
+    def _maybe_tee(self, response: Any) -> None:
+        if self.operation in KNOWN_OPERATIONS:
             self._install_tee(response)  # a raw or streaming response: the caller may read its bytes directly
 
     def _install_tee(self, response: Any) -> None:
@@ -451,6 +461,13 @@ def _is_azure_class(client_class: type) -> bool:
     return any(cls.__name__ in ("AzureOpenAI", "AsyncAzureOpenAI", "BaseAzureClient") for cls in client_class.__mro__)
 
 
+@functools.lru_cache(maxsize=1)
+def _async_client_class() -> type:
+    from openai._base_client import AsyncAPIClient
+
+    return AsyncAPIClient
+
+
 def _is_azure(client: Any) -> bool:
     return _is_azure_class(type(client))
 
@@ -501,16 +518,11 @@ def _call_of(stream: Any) -> _OpenAICall | None:
     return getattr(response, "__dict__", {}).get("_hilt_call") if response is not None else None
 
 
-def _take_chunk(call: _OpenAICall, item: Any) -> None:
-    """Keep a stream chunk: one list append per chunk; until the first token, also a look at the chunk."""
-    state = call.state
-    if state is not None:
-        state.chunks.append(item)
-        if state.first_token_at is None:
-            try:
-                state.look_for_first_token(item)
-            except Exception as exc:
-                report_failure("openai: reading a stream chunk", exc)
+def _look_for_first_token(state: Any, item: Any) -> None:
+    try:
+        state.look_for_first_token(item)
+    except Exception as exc:
+        report_failure("openai: reading a stream chunk", exc)
 
 
 def _sync_stream_namespace(base: type) -> dict[str, Any]:
@@ -533,7 +545,11 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        _take_chunk(call, item)
+        state = call.state  # per chunk: one append; until the first token, a look at the chunk
+        if state is not None:
+            state.chunks.append(item)
+            if state.first_token_at is None:
+                _look_for_first_token(state, item)
         return item
 
     def __iter__(self: Any) -> Any:
@@ -578,7 +594,11 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        _take_chunk(call, item)
+        state = call.state  # per chunk: one append; until the first token, a look at the chunk
+        if state is not None:
+            state.chunks.append(item)
+            if state.first_token_at is None:
+                _look_for_first_token(state, item)
         return item
 
     def __aiter__(self: Any) -> Any:
