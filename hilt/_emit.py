@@ -20,7 +20,7 @@ from .events import Actor, Event, is_error_event
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["audit_log", "emit", "event_level", "flush", "logger"]
+__all__ = ["audit_log", "durable_handlers", "emit", "event_level", "flush", "logger"]
 
 logger = logging.getLogger("hilt")
 # Events are an audit trail, not application logs: they reach only the handlers hilt or the user put
@@ -30,6 +30,21 @@ if logger.level == logging.NOTSET:
     logger.setLevel(logging.INFO)
 if not logger.handlers:
     logger.addHandler(logging.NullHandler())  # no stderr "last resort" output for error events
+
+
+_durable_cache: tuple[tuple[logging.Handler, ...], bool] = ((), False)
+
+
+def durable_handlers() -> bool:
+    """True when a handler on the ``hilt`` logger syncs every line to disk (``fsync=True``): providers then
+    write a call's events before it returns, so a call that returned is on disk (cached per handler set)."""
+    global _durable_cache
+    handlers = tuple(logger.handlers)
+    cached_handlers, durable = _durable_cache
+    if handlers != cached_handlers:
+        durable = any(getattr(handler, "fsync", False) is True for handler in handlers)
+        _durable_cache = (handlers, durable)
+    return durable
 
 
 def event_level(event: Event) -> int:

@@ -10,14 +10,12 @@ __all__ = ["Settings", "settings"]
 
 @dataclass
 class Settings:
-    """What providers record: content on/off, a redaction hook, a size cap, stream usage opt-in, and
-    ``record_inline``: write each call's events on the caller's thread before it returns (``fsync``)."""
+    """What providers record: content on/off, a redaction hook, a size cap, stream usage opt-in."""
 
     capture_content: bool = True
     redact: Callable[[str], str] | None = None
     max_content_chars: int | None = None
     stream_usage: bool = False
-    record_inline: bool = False
 
     def reset(self) -> None:
         defaults = Settings()

@@ -193,7 +193,6 @@ def instrument(
         settings.redact = redact
         settings.max_content_chars = max_content_chars
         settings.stream_usage = stream_usage
-        settings.record_inline = fsync
         for handler in state.handlers:
             logger.addHandler(handler)
         session.attached = session.handler is not None

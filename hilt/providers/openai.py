@@ -24,6 +24,7 @@ from typing import Any, get_origin
 
 import orjson
 
+from .._emit import durable_handlers
 from .._internal import report_failure
 from .._recorder import run_inline, submit
 from ..config import settings
@@ -78,7 +79,7 @@ class _OpenAICall:
         self.stream = stream = bool(stream)
         self.operation = operation_for(getattr(options, "url", "") or "")
         self.scope = scope = capture_scope()
-        self.inline = bool(scope.trackers) or settings.record_inline
+        self.inline = bool(scope.trackers) or durable_handlers()
         self._end_token = [True]  # popped by the first ending (list.pop is atomic), so a call ends once
         if stream:
             self.state = stream_state_for(self.operation, self.started)

@@ -1,0 +1,227 @@
+"""The recorder: provider calls are written off the caller's thread, in order, and nothing is left behind.
+
+Real ``openai`` SDK calls against :class:`hilt.testing.OpenAIServer`; threads are told apart by name,
+never by timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+import hilt
+from hilt import _recorder
+from test_openai_support import (  # noqa: F401 - fixtures
+    client,
+    fresh_server,
+    read_events,
+    server,
+)
+
+MESSAGES = [{"role": "user", "content": "hello recorder"}]
+
+
+class ThreadNames(logging.Handler):
+    """Keeps, per record, the thread that ran the handler and the thread the record names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.hilt_event.action, threading.current_thread().name, record.threadName))
+
+
+@pytest.fixture
+def thread_names():
+    handler = ThreadNames()
+    logging.getLogger("hilt").addHandler(handler)
+    try:
+        yield handler.seen
+    finally:
+        logging.getLogger("hilt").removeHandler(handler)
+
+
+def _wait_until_recorded(timeout: float = 10.0) -> None:
+    """Wait for the recorder thread to do the pending tasks itself (not a timing assertion: a bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while _recorder.pending() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def test_calls_are_written_by_the_recorder_thread(client, tmp_log, thread_names):
+    """Handlers run on hilt-recorder; the record still names the thread that made the call."""
+    hilt.instrument(filepath=tmp_log)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    _wait_until_recorded()
+    caller = threading.current_thread().name
+    assert thread_names == [("prompt", "hilt-recorder", caller), ("completion", "hilt-recorder", caller)]
+    assert [e["action"] for e in read_events(tmp_log)] == ["prompt", "completion"]
+
+
+def test_fsync_records_before_the_call_returns(client, tmp_log, thread_names):
+    """With fsync=True the call's events are written on the caller's thread before it returns."""
+    hilt.instrument(filepath=tmp_log, fsync=True)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    caller = threading.current_thread().name
+    assert thread_names == [("prompt", caller, caller), ("completion", caller, caller)]
+    lines = tmp_log.read_bytes().splitlines()  # read directly: no flush needed
+    assert len(lines) == 2
+
+
+def test_a_durable_handler_from_dictconfig_also_records_inline(client, tmp_path, thread_names):
+    """A HiltJSONLHandler(fsync=True) put on the logger by hand (dictConfig) gets the same guarantee."""
+    hilt.instrument(providers=["openai"])
+    durable = hilt.HiltJSONLHandler(tmp_path / "durable.jsonl", fsync=True)
+    logging.getLogger("hilt").addHandler(durable)
+    try:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert len((tmp_path / "durable.jsonl").read_bytes().splitlines()) == 2
+    finally:
+        logging.getLogger("hilt").removeHandler(durable)
+        durable.close()
+    caller = threading.current_thread().name
+    assert [name for _, name, _ in thread_names] == [caller, caller]
+
+
+def test_track_costs_is_complete_when_the_block_ends(client, tmp_log):
+    """Inside track_costs() the totals are updated before the call returns (recorded inline)."""
+    hilt.instrument(filepath=tmp_log)
+    with hilt.track_costs() as costs:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert costs.calls == 1 and costs.total_tokens > 0
+    assert costs.cost_usd > 0
+
+
+def test_manual_events_keep_their_place_after_calls(client, tmp_log):
+    """An audit_log() right after LLM calls is written after their events, never before."""
+    hilt.instrument(filepath=tmp_log)
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    hilt.audit_log("data_export", rows=1)
+    actions = [e["action"] for e in read_events(tmp_log)]
+    assert actions == ["prompt", "completion"] * 3 + ["audit"]
+
+
+def test_session_read_sees_the_call_just_made(client, tmp_log):
+    """Session.read() right after a call holds it (it finishes the recording first), as the README shows."""
+    hilt.instrument(filepath=tmp_log)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert [e.action for e in hilt.Session(tmp_log, mode="r").read()] == ["prompt", "completion"]
+
+
+def test_tasks_run_in_submission_order_across_threads():
+    """Tasks from several threads run one at a time, each thread's in its own order, none lost."""
+    done: list[tuple[int, int]] = []
+    running = []
+
+    def task(thread: int, n: int) -> None:
+        running.append(1)
+        assert len(running) == 1  # never two at once
+        done.append((thread, n))
+        running.pop()
+
+    def submit_many(thread: int) -> None:
+        for n in range(2000):
+            _recorder.submit(lambda t=thread, i=n: task(t, i))
+
+    threads = [threading.Thread(target=submit_many, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _recorder.drain()
+    assert len(done) == 8000
+    for t in range(4):
+        assert [n for thread, n in done if thread == t] == list(range(2000))
+
+
+def test_drain_ends_while_other_threads_keep_submitting():
+    """drain() runs what was pending when it started, so a steady stream of new calls cannot keep it busy."""
+    stop = threading.Event()
+    count = [0]
+
+    def producer() -> None:
+        while not stop.is_set():
+            _recorder.submit(lambda: count.__setitem__(0, count[0] + 1))
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    try:
+        for _ in range(20):
+            _recorder.drain()  # returns although the producer never stops
+    finally:
+        stop.set()
+        thread.join()
+    _recorder.drain()
+    assert count[0] > 0
+
+
+def test_backlog_past_the_bound_is_done_by_the_caller(monkeypatch):
+    """Past MAX_PENDING waiting tasks, submit() runs the backlog itself (after the task in progress): memory
+    stays bounded, and a stuck handler slows callers instead of growing the queue without end."""
+    monkeypatch.setattr(_recorder, "MAX_PENDING", 5)
+    ran_on: list[str] = []
+    gate = threading.Event()
+    _recorder.submit(lambda: gate.wait(30))  # hold the recorder thread ...
+    threading.Timer(0.2, gate.set).start()  # ... for a moment
+    try:
+        for _ in range(20):
+            _recorder.submit(lambda: ran_on.append(threading.current_thread().name))
+            assert len(_recorder._pending) <= 6
+    finally:
+        gate.set()
+    _recorder.drain()
+    assert len(ran_on) == 20
+    assert threading.current_thread().name in ran_on
+
+
+def test_a_failing_task_is_reported_and_the_next_runs(internal_reports):
+    """A task that raises is reported once on hilt.internal; the tasks after it still run."""
+    ran: list[int] = []
+
+    def broken() -> None:
+        raise ValueError("task bug")
+
+    _recorder.submit(broken)
+    _recorder.submit(lambda: ran.append(1))
+    _recorder.drain()
+    assert ran == [1]
+    reports = [r.getMessage() for r in internal_reports() if "task bug" in r.getMessage()]
+    assert len(reports) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+ warns about fork() with threads
+def test_forked_child_starts_without_the_parents_tasks():
+    """A child forked while tasks are pending does not run them (the parent does) and records its own."""
+    gate = threading.Event()
+    ran: list[str] = []
+    _recorder.submit(lambda: gate.wait(30))
+    _recorder.submit(lambda: ran.append(f"parent-task in {os.getpid()}"))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            mine: list[int] = []
+            _recorder.submit(lambda: mine.append(1))
+            _recorder.drain()
+            code = 0 if (not ran and mine == [1]) else 3
+        finally:
+            os.write(write_end, str(code).encode())
+            os._exit(code)
+    os.close(write_end)
+    status = os.read(read_end, 8)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    gate.set()
+    _recorder.drain()
+    assert status == b"0", status
+    assert ran == [f"parent-task in {os.getpid()}"]
+    assert sys.modules["hilt._recorder"] is _recorder
