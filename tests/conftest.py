@@ -126,6 +126,7 @@ def internal_reports(caplog: pytest.LogCaptureFixture) -> Callable[[], list[logg
     """
 
     def collect() -> list[logging.LogRecord]:
+        hilt.flush()  # failures of calls recorded in the background are reported once they are written
         seen: dict[int, logging.LogRecord] = {}
         for record in caplog.records:
             if record.name == "hilt.internal":

@@ -88,6 +88,25 @@ def _assert_paired(events: list[dict[str, Any]]) -> None:
 # --- the file goes away or can't be written ---------------------------------------------------------
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_never_reaches_the_caller(server, internal_reports):
+    """Every write fails with ENOSPC (/dev/full): plain and streamed calls answer unchanged, one report, all counted."""
+    texts = [f"full {i}" for i in range(3)]
+    expected = _baseline(server, texts)
+    hilt.instrument(filepath="/dev/full", providers=["openai"])
+    with make_client(server) as client:
+        got = [_essence(_chat(client, text)) for text in texts]
+        chunks = [c.choices[0].delta.content for c in client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "full stream"}], stream=True) if c.choices]
+    hilt.flush()
+    assert got == expected
+    assert "".join(c or "" for c in chunks) == "Echo: full stream"
+    failures = _jsonl_reports(internal_reports)
+    assert len(failures) == 1 and "No space left on device" in failures[0], failures
+    counts = hilt._internal.log_repeat_counts()
+    assert [n for (kind, place), n in counts.items() if place == "HiltJSONLHandler.emit"] == [8]  # 4 calls x 2
+
+
 def _make_unwritable(folder: Path) -> Any:
     """Make ``folder`` refuse new files; returns the undo. Root ignores permissions, so for root the folder
     is made immutable (``chattr +i``), which root's writes respect too."""

@@ -15,6 +15,7 @@ from test_openai_support import (  # noqa: F401 - fixtures
     aclient,
     client,
     fresh_server,
+    log_text,
     one_call,
     read_events,
     server,
@@ -39,7 +40,7 @@ def test_image_data_url_becomes_size_marker(client, tmp_log):
         {"type": "text", "text": "what is this?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}", "detail": "low"}},
     ]}])
-    raw = tmp_log.read_text()
+    raw = log_text(tmp_log)
     assert encoded not in raw and encoded[:64] not in raw
     prompt = one_call(tmp_log)[0]
     assert prompt["content"]["text"] == "what is this?"
@@ -57,7 +58,7 @@ def test_input_audio_becomes_size_marker(client, tmp_log):
         {"type": "text", "text": "transcribe"},
         {"type": "input_audio", "input_audio": {"data": encoded, "format": "wav"}},
     ]}])
-    assert encoded[:64] not in tmp_log.read_text()
+    assert encoded[:64] not in log_text(tmp_log)
     part = one_call(tmp_log)[0]["content"]["messages"][0]["content"][1]
     assert part == {"type": "input_audio", "input_audio": {"data": f"<audio/wav base64, {len(AUDIO_BYTES)} bytes>",
                                                            "format": "wav"}}
@@ -71,7 +72,7 @@ def test_responses_input_image_becomes_size_marker(client, tmp_log):
         {"type": "input_text", "text": "describe"},
         {"type": "input_image", "image_url": f"data:image/jpeg;base64,{encoded}"},
     ]}])
-    assert encoded[:64] not in tmp_log.read_text()
+    assert encoded[:64] not in log_text(tmp_log)
     prompt = one_call(tmp_log)[0]
     assert prompt["content"]["text"] == "describe"
     assert prompt["content"]["messages"][0]["content"][1]["image_url"] == f"<image/jpeg base64, {len(IMAGE_BYTES)} bytes>"
@@ -100,7 +101,7 @@ def test_capture_content_false_records_no_text(client, server, tmp_log):
     server.enqueue(ScriptedReply.cut_stream(3))
     with pytest.raises(openai.APIConnectionError):
         list(client.chat.completions.create(model="gpt-4o", messages=messages, stream=True))
-    raw = tmp_log.read_text()
+    raw = log_text(tmp_log)
     for secret in ("zebra", "diagnosis", "Echo:"):
         assert secret not in raw
     events = read_events(tmp_log)
@@ -131,7 +132,7 @@ def test_redact_applies_to_every_text(client, server, tmp_log):
     client.chat.completions.create(model="gpt-4o", messages=messages)
     server.enqueue(ScriptedReply.chat(text="streamed secret answer"))
     list(client.chat.completions.create(model="gpt-4o", messages=messages, stream=True))
-    assert "secret" not in tmp_log.read_text()
+    assert "secret" not in log_text(tmp_log)
     prompt, end, stream_prompt, stream_end = read_events(tmp_log)
     assert prompt["content"]["text"] == "my [X] question"
     assert prompt["content"]["messages"] == [
@@ -150,7 +151,7 @@ def test_redact_applies_to_partial_stream_text(client, server, tmp_log):
     with pytest.raises(openai.APIConnectionError):
         list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "secret secret x"}],
                                             stream=True))
-    assert "secret" not in tmp_log.read_text()
+    assert "secret" not in log_text(tmp_log)
     assert one_call(tmp_log)[1]["content"]["text"] == "Echo: [X] [X] "
 
 
@@ -162,7 +163,7 @@ def test_redact_applies_to_error_messages(client, server, tmp_log):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "my secret"}])
     end = one_call(tmp_log)[1]
     assert "[X]" in end["extensions"]["error"]["message"]
-    assert "secret" not in tmp_log.read_text()
+    assert "secret" not in log_text(tmp_log)
 
 
 # --- max_content_chars ----------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_max_content_chars_caps_every_text(client, server, tmp_log):
     hilt.instrument(filepath=tmp_log, max_content_chars=50)
     server.enqueue(ScriptedReply.chat(text=long_answer))
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": long_prompt}])
-    raw = tmp_log.read_text()
+    raw = log_text(tmp_log)
     assert "QQQQQQQQQQ" not in raw and "ZZZZZZZZZZ" not in raw
     prompt, end = one_call(tmp_log)
     for text in (prompt["content"]["text"], prompt["content"]["messages"][0]["content"], end["content"]["text"]):
@@ -205,7 +206,7 @@ def test_api_key_and_auth_header_never_recorded(client, server, tmp_log):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert server.requests[0].headers["authorization"] == f"Bearer {API_KEY}"  # it was sent
     assert len(read_events(tmp_log)) == 6
-    _assert_no_secrets(tmp_log.read_text())
+    _assert_no_secrets(log_text(tmp_log))
 
 
 def test_api_key_echoed_in_401_is_not_recorded(client, server, tmp_log):
@@ -222,7 +223,7 @@ def test_api_key_echoed_in_401_is_not_recorded(client, server, tmp_log):
     assert end["extensions"]["error"]["type"] == "AuthenticationError"
     assert end["extensions"]["error"]["code"] == "invalid_api_key"
     assert "Incorrect API key provided" in end["extensions"]["error"]["message"]
-    _assert_no_secrets(tmp_log.read_text())
+    _assert_no_secrets(log_text(tmp_log))
 
 
 def test_masked_and_bearer_keys_in_messages_are_not_recorded(server, tmp_log):
@@ -235,7 +236,7 @@ def test_masked_and_bearer_keys_in_messages_are_not_recorded(server, tmp_log):
     with openai.OpenAI(base_url=server.base_url, api_key=other_key, max_retries=0) as client:
         with pytest.raises(openai.AuthenticationError):
             client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-    raw = tmp_log.read_text()
+    raw = log_text(tmp_log)
     for secret in ("sk-proj-abc", "wxyz", "tok_9f8e7d6c5b", other_key):
         assert secret not in raw
     assert "Bearer" not in raw
@@ -249,7 +250,7 @@ async def test_async_api_key_echoed_in_401_is_not_recorded(aclient, server, tmp_
     with pytest.raises(openai.AuthenticationError):
         await aclient.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert one_call(tmp_log)[1]["extensions"]["status_code"] == 401
-    _assert_no_secrets(tmp_log.read_text())
+    _assert_no_secrets(log_text(tmp_log))
 
 
 def test_capture_content_false_covers_error_messages(client, server, tmp_log):
@@ -260,7 +261,7 @@ def test_capture_content_false_covers_error_messages(client, server, tmp_log):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": SECRET_PROMPT}])
     end = one_call(tmp_log)[1]
     assert end["extensions"]["error"]["type"] == "BadRequestError"
-    assert "zebra" not in tmp_log.read_text()
+    assert "zebra" not in log_text(tmp_log)
 
 
 @pytest.mark.parametrize("options", [{"capture_content": False}, {"redact": _redact}], ids=["capture_off", "redact"])
@@ -272,5 +273,5 @@ def test_prediction_content_follows_the_content_options(client, tmp_log, options
         prediction={"type": "content", "content": "def secret_function(): return zebra_private_data"},
     )
     assert len(read_events(tmp_log)) == 2
-    raw = tmp_log.read_text()
+    raw = log_text(tmp_log)
     assert "zebra_private_data" not in raw if "capture_content" in options else "secret_function" not in raw

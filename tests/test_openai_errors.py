@@ -298,6 +298,7 @@ def test_raising_redact_never_reaches_the_caller(client, tmp_log, internal_repor
     chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
     assert completion.choices[0].message.content == "Echo: hello errors"
     assert len(chunks) == 5
+    hilt.flush()
     written = tmp_log.read_text() if tmp_log.exists() else ""
     assert "hello errors" not in written  # never written unredacted
     assert any("redactor broke" in r.getMessage() for r in internal_reports())

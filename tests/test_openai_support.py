@@ -81,6 +81,12 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.split(b"\n")[:-1]]
 
 
+def log_text(path: str | Path) -> str:
+    """The whole text of a hilt JSONL file once every call made so far is written (for "never in the file" checks)."""
+    hilt.flush()
+    return Path(path).read_text()
+
+
 def check_pair(prompt: dict[str, Any], end: dict[str, Any]) -> None:
     """The pinned links between a prompt event and the event that closes its call."""
     assert prompt["action"] == "prompt"

@@ -75,6 +75,7 @@ def _collector() -> tuple[list[str], Any]:
 
 
 def _all_files(root: Path) -> dict[str, str]:
+    hilt.flush()  # every call made so far is written before the scan
     return {str(p): p.read_bytes().decode("utf-8", "backslashreplace") for p in root.rglob("*") if p.is_file()}
 
 
