@@ -70,6 +70,7 @@ class _OpenAICall:
     tee: list[bytes] | None = None  # body bytes seen through iter_bytes() (with_streaming_response)
     tee_active = False
     tee_done = False
+    _watchers: tuple[Any, ...] = ()
 
     def __init__(self, client: Any, options: Any, stream: bool) -> None:
         self.started_ns = time.time_ns()
@@ -106,7 +107,14 @@ class _OpenAICall:
         except IndexError:
             return
         ended_ns = time.time_ns()
-        self.run(lambda: finish(ended, ended_ns))
+
+        def closing_task() -> None:
+            try:
+                finish(ended, ended_ns)
+            finally:
+                self._release()
+
+        self.run(closing_task)
 
     # --- the HTTP response arrived ---------------------------------------------------------
 
@@ -227,7 +235,16 @@ class _OpenAICall:
 
         The response lives as long as anything the caller holds (a raw response, a stream, a helper)."""
         if not self.ended:
-            weakref.finalize(owner, _finish_abandoned, self)
+            self._watchers += (weakref.finalize(owner, _finish_abandoned, self),)
+
+    def _release(self) -> None:
+        """After the closing event: drop the chunks and body copies, and the abandonment watches (nothing
+        keeps the call alive longer than the caller's objects)."""
+        self.state = None
+        self.tee = None
+        watchers, self._watchers = self._watchers, ()
+        for watcher in watchers:
+            watcher.detach()
 
     def _maybe_tee(self, response: Any) -> None:
         if self.operation in KNOWN_OPERATIONS:
