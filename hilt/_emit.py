@@ -157,8 +157,7 @@ def emit(event: Event, *, scope: CallScope | None = None, session: Session | Non
     try:
         if not isinstance(event, Event):
             raise TypeError(f"hilt.emit() takes an Event, got {type(event).__name__}")
-        if _recorder.pending():
-            _recorder.drain()
+        _recorder.drain()
         if scope is None:
             scope = capture_scope()
         _apply_scope(event, scope)

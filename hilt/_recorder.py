@@ -48,16 +48,17 @@ def submit(task: Task) -> None:
 
 def pending() -> bool:
     """True while tasks wait or one is running (so an event emitted now would overtake them)."""
-    return bool(_pending) or (_lock.locked() and not getattr(_runner, "active", False))
+    return bool(_pending) or _lock.locked()
 
 
 def drain() -> None:
-    """Run the tasks pending now on this thread, after the one in progress; a no-op inside a task.
+    """Run the tasks pending now on this thread, after the one in progress; a no-op inside a task
+    and when nothing is pending.
 
     Tasks submitted meanwhile by other threads are left to the recorder thread, so a drain ends
     even while other threads keep calling.
     """
-    if getattr(_runner, "active", False):
+    if getattr(_runner, "active", False) or not pending():
         return
     count = len(_pending)
     with _lock:
@@ -70,16 +71,11 @@ def run_inline(task: Task) -> None:
         _run_one(task)
         return
     with _lock:
-        _run_pending(len(_pending))
-        _runner.active = True
-        try:
-            _run_one(task)
-        finally:
-            _runner.active = False
+        _run_pending(len(_pending), then=task)
 
 
-def _run_pending(limit: int | None = None) -> None:
-    """Run pending tasks in order: ``limit`` of them, or until none is left."""
+def _run_pending(limit: int | None = None, then: Task | None = None) -> None:
+    """Run pending tasks in order (``limit`` of them, or until none is left), then ``then``."""
     _runner.active = True
     try:
         done = 0
@@ -87,9 +83,11 @@ def _run_pending(limit: int | None = None) -> None:
             try:
                 task = _pending.popleft()
             except IndexError:
-                return
+                break
             _run_one(task)
             done += 1
+        if then is not None:
+            _run_one(then)
     finally:
         _runner.active = False
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from asyncio import _get_running_loop
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import Context, ContextVar, copy_context
-from asyncio import _get_running_loop
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 

@@ -7,7 +7,6 @@ with the context captured when the call started.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +67,13 @@ class CallRecord:
 
     Built on the recorder thread from what the caller's thread captured: the context (``scope``),
     the start (``started`` from ``time.perf_counter()``, ``started_ns`` from ``time.time_ns()``).
+    Its events are written by recorder tasks, which run one at a time, so a flag is enough to
+    keep the closing event single.
     """
 
     __slots__ = (
         "facts", "scope", "call_id", "prompt_event_id", "session_id", "started", "started_ns", "status_code",
-        "request_id", "attempts", "_finished", "_lock",
+        "request_id", "attempts", "_finished",
     )
 
     def __init__(self, facts: RequestFacts, scope: CallScope, started: float, started_ns: int) -> None:
@@ -93,18 +94,12 @@ class CallRecord:
         self.request_id: str | None = None
         self.attempts: int | None = None
         self._finished = False
-        self._lock = threading.Lock()
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
 
     def _claim_finish(self) -> bool:
-        with self._lock:
-            if self._finished:
-                return False
-            self._finished = True
-            return True
+        if self._finished:
+            return False
+        self._finished = True
+        return True
 
     def _base_extensions(self) -> dict[str, Any]:
         facts = self.facts

@@ -333,12 +333,11 @@ class _OpenAICall:
 
     def _finish_closed(self, response: Any, ended: float, ended_ns: int) -> None:
         """Task: the completion of a call whose response was closed (read through, or given up on)."""
-        if self.state is not None and self.state.chunks:
-            facts = self.state.facts(completed=False)
+        state = self.state
+        if state is not None and (state.chunks or not self.tee):
+            facts = state.facts(completed=False)
         elif self.tee:
             facts = self._facts_from_tee(self.tee, response)
-        elif self.state is not None:
-            facts = self.state.facts(completed=False)
         else:
             content = _content_if_read(response) if response is not None else _NOT_READ
             facts = self._facts_from_body(None if content is _NOT_READ else _parse_body(content))
