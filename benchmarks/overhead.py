@@ -3,7 +3,7 @@
 The SDK talks to ``httpx2.MockTransport`` (no sockets), so the numbers are the SDK's own cost plus
 hilt's. hilt writes to a real JSONL file with content capture on. Reports the caller's median added
 time and the CPU per call of the whole process (hilt's recorder thread included).
-Run: ``python benchmarks/overhead.py`` (``--rounds``, ``--calls``).
+Run: ``python benchmarks/overhead.py`` (``--blocks``, ``--calls``).
 """
 
 from __future__ import annotations
@@ -49,10 +49,14 @@ def stream_body(chunks: int) -> bytes:
     return b"".join(parts)
 
 
-def make_client(stream_chunks: int) -> openai.OpenAI:
+def make_client(stream_chunks: int, latency_s: float = 0.0) -> openai.OpenAI:
+    """A real SDK client on a mock transport; ``latency_s`` is the server's time to answer (a sleep, so the
+    caller's thread waits without the GIL, as it does on a socket)."""
     sse = stream_body(stream_chunks)
 
     def handler(request: httpx2.Request) -> httpx2.Response:
+        if latency_s:
+            time.sleep(latency_s)
         if b'"stream":true' in request.content.replace(b" ", b""):
             return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream", "x-request-id": "req_1"})
         return httpx2.Response(200, content=CHAT_BODY, headers={"content-type": "application/json", "x-request-id": "req_1"})
@@ -64,24 +68,26 @@ def make_client(stream_chunks: int) -> openai.OpenAI:
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
 
 
-def sample(fn: Callable[[], object], calls: int) -> tuple[float, float]:
-    """Median wall time of one call on the caller's thread, and the process CPU time per call (all threads:
-    what the recorder thread spends in the background counts here), both in µs."""
-    for _ in range(max(5, calls // 10)):
+def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float]:
+    """One block of ``calls`` calls: the median wall time of a call on the caller's thread, the median CPU
+    time of the caller's thread alone, and the process CPU time per call (all threads: what the recorder
+    thread spends in the background counts here), all in µs."""
+    for _ in range(max(3, calls // 5)):
         fn()
-    samples = []
+    walls, threads = [], []
     gc.disable()
     try:
         cpu_start = time.process_time()
         for _ in range(calls):
-            start = time.perf_counter()
+            start, thread_start = time.perf_counter(), time.thread_time()
             fn()
-            samples.append((time.perf_counter() - start) * 1e6)
+            threads.append((time.thread_time() - thread_start) * 1e6)
+            walls.append((time.perf_counter() - start) * 1e6)
         hilt.flush()  # the recorder's work for these calls is inside the CPU figure
         cpu = (time.process_time() - cpu_start) * 1e6 / calls
     finally:
         gc.enable()
-    return statistics.median(samples), cpu
+    return statistics.median(walls), statistics.median(threads), cpu
 
 
 def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
@@ -116,59 +122,79 @@ def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
     return statistics.median(plain), statistics.median(r - p for r, p in zip(recorded, plain))
 
 
-CASES = ("chat", "stream20", "stream200")
+LATENCIES_MS = (0, 1)
+CASES = tuple((kind, latency) for latency in LATENCIES_MS for kind in ("chat", "stream20", "stream200"))
 LABELS = {"chat": "chat call", "stream20": "stream, 20 chunks", "stream200": "stream, 200 chunks"}
+
+
+def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, int], dict[str, list[float]]], int]:
+    """Each case's paired figures over ``blocks`` pairs, and the number of events written."""
+    def call(client: openai.OpenAI, stream: bool) -> Callable[[], object]:
+        if stream:
+            return lambda: list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+        return lambda: client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
+
+    functions: dict[tuple[str, int], Callable[[], object]] = {}
+    for latency in LATENCIES_MS:
+        client_20, client_200 = make_client(20, latency / 1000), make_client(200, latency / 1000)
+        functions[("chat", latency)] = call(client_20, stream=False)
+        functions[("stream20", latency)] = call(client_20, stream=True)
+        functions[("stream200", latency)] = call(client_200, stream=True)
+    calls = {"chat": calls_per_block, "stream20": calls_per_block, "stream200": max(5, calls_per_block // 5)}
+    # The shared machine's speed moves by tens of percent within a second, so each case runs as many short
+    # blocks, without and with hilt back to back, in ABBA order (drift inside a pair hits both sides alike);
+    # each figure is the median over pairs of the paired difference (with minus without).
+    names = ("base", "with", "added", "thread", "cpu")
+    rows = {case: {name: [] for name in names} for case in CASES}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench.jsonl"
+        for block in range(blocks):
+            for case in CASES:
+                measured = {}
+                for with_hilt in ((False, True) if block % 2 == 0 else (True, False)):
+                    if with_hilt:
+                        hilt.instrument(filepath=str(path), providers=["openai"])
+                    measured[with_hilt] = sample(functions[case], calls[case[0]])
+                    if with_hilt:
+                        hilt.uninstrument()
+                (base, base_thread, base_cpu), (wall, thread, cpu) = measured[False], measured[True]
+                row = rows[case]
+                row["base"].append(base)
+                row["with"].append(wall)
+                row["added"].append(wall - base)
+                row["thread"].append(thread - base_thread)
+                row["cpu"].append(cpu - base_cpu)
+        with open(path) as lines:
+            written = sum(1 for _ in lines)
+    return rows, written
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds without / with hilt")
-    parser.add_argument("--calls", type=int, default=200, help="calls per case per round")
+    parser.add_argument("--blocks", type=int, default=40, help="paired blocks (without / with hilt) per case")
+    parser.add_argument("--calls", type=int, default=25, help="calls per block (the 200-chunk stream: a fifth)")
     args = parser.parse_args()
-    client_20, client_200 = make_client(20), make_client(200)
-    cases: dict[str, Callable[[], object]] = {
-        "chat": lambda: client_20.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2),
-        "stream20": lambda: list(client_20.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)),
-        "stream200": lambda: list(client_200.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)),
-    }
-    calls = {"chat": args.calls, "stream20": args.calls, "stream200": max(20, args.calls // 5)}
-    # Rounds alternate without / with hilt, so drift on a shared machine hits both sides alike; each
-    # figure is the median over rounds of the paired difference (with minus without, same round).
-    rows: dict[str, dict[str, list[float]]] = {k: {"base": [], "with": [], "added": [], "base_cpu": [], "cpu": []} for k in CASES}
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bench.jsonl"
-        for _ in range(args.rounds):
-            for key in CASES:
-                base, base_cpu = sample(cases[key], calls[key])
-                hilt.instrument(filepath=str(path), providers=["openai"])
-                with_hilt, cpu = sample(cases[key], calls[key])
-                hilt.uninstrument()
-                row = rows[key]
-                row["base"].append(base)
-                row["with"].append(with_hilt)
-                row["added"].append(with_hilt - base)
-                row["base_cpu"].append(base_cpu)
-                row["cpu"].append(cpu - base_cpu)
-        lines = sum(1 for _ in open(path))
-    med = {k: {name: statistics.median(values) for name, values in row.items()} for k, row in rows.items()}
+    rows, written = measure(args.blocks, args.calls)
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
-          f"{platform.machine()}, openai {openai.__version__}; {args.rounds} rounds; {lines} events written")
-    print(f"{'case':<22}{'without µs':>12}{'with µs':>10}{'added µs':>10}{'ratio':>7}{'added CPU µs':>14}")
-    for key in CASES:
-        m = med[key]
-        print(f"{LABELS[key]:<22}{m['base']:>12.1f}{m['with']:>10.1f}{m['added']:>10.1f}"
-              f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['cpu']:>14.1f}")
-    per_chunk = statistics.median(
-        (a200 - a20) / 180 for a200, a20 in zip(rows["stream200"]["added"], rows["stream20"]["added"])
-    )
-    per_chunk_cpu = statistics.median(
-        (c200 - c20) / 180 for c200, c20 in zip(rows["stream200"]["cpu"], rows["stream20"]["cpu"])
-    )
-    print(f"added per stream chunk (slope 20→200 chunks): {per_chunk:.2f} µs on the caller, {per_chunk_cpu:.2f} µs CPU")
-    plain_chunk, added_chunk = chunk_loop_us(args.rounds)
+          f"{platform.machine()}, openai {openai.__version__}; {args.blocks} paired blocks; {written} events written")
+    print(f"{'server latency':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
+          f"{'caller CPU µs':>15}{'added CPU µs':>14}")
+    for case in CASES:
+        m = {name: statistics.median(values) for name, values in rows[case].items()}
+        print(f"{f'{case[1]} ms':<16}{LABELS[case[0]]:<20}{m['base']:>12.1f}{m['added']:>10.1f}"
+              f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}")
+    for latency in LATENCIES_MS:
+        def slope(name: str) -> float:
+            long, short = rows[("stream200", latency)][name], rows[("stream20", latency)][name]
+            return statistics.median((a - b) / 180 for a, b in zip(long, short))
+
+        print(f"added per stream chunk, {latency} ms latency (slope 20→200 chunks): {slope('added'):.2f} µs wall, "
+              f"{slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU")
+    plain_chunk, added_chunk = chunk_loop_us(15)
     print(f"added per chunk, chunks already parsed (isolated): {added_chunk:.3f} µs over {plain_chunk:.3f} µs plain")
-    print("'added' is the caller's median wall time (what the LLM call takes longer); 'added CPU' is the process")
-    print("CPU per call over all threads, the recorder thread's background work included.")
+    print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
+    print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
+    print("call over all threads, the recorder thread's background work included.")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ A provider hands over small tasks (build the prompt event, read the response, em
 with :func:`submit`; the LLM call returns while the ``hilt-recorder`` thread does them. Tasks run
 one at a time in submission order, so a call's prompt is always written before its completion.
 :func:`drain` runs whatever is pending on the calling thread instead (``hilt.flush()``, readers in
-the same process, ``uninstrument()``, exit); past :data:`MAX_PENDING` waiting tasks the caller does
-the backlog itself, so memory stays bounded however fast calls come.
+the same process, ``uninstrument()``, exit); past :data:`MAX_PENDING` waiting tasks each caller runs
+the oldest ones itself, so memory stays bounded however fast calls come.
+
+Waking a sleeping thread is a system call on the caller's thread (and, on a VM, an interrupt to
+another CPU), so after its last task the recorder lingers for :data:`LINGER_S`, looking for new
+tasks every :data:`POLL_S`: while calls keep coming they are handed over with a plain append.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -22,6 +27,11 @@ __all__ = ["MAX_PENDING", "drain", "pending", "run_inline", "submit"]
 
 #: Tasks allowed to wait for the recorder thread before callers start doing the backlog themselves.
 MAX_PENDING = 10_000
+
+#: How long the recorder keeps looking for new tasks after its last one before it sleeps, and how often
+#: it looks (a task waits at most this long while the recorder lingers).
+LINGER_S = 0.05
+POLL_S = 0.005
 
 Task = Callable[[], None]
 
@@ -38,12 +48,21 @@ def submit(task: Task) -> None:
     global _sleeping
     _pending.append(task)
     if len(_pending) > MAX_PENDING:
-        drain()  # backpressure: the recorder can't keep up, so the caller helps
+        _help()
     elif _sleeping:
         _sleeping = False
         if _thread is None:
             _start_thread()
         _wake.put(None)
+
+
+def _help() -> None:
+    """Backpressure: the recorder can't keep up, so the caller runs the oldest tasks until the backlog is
+    back at :data:`MAX_PENDING`; each call then does about its own share, and none stalls on the whole queue."""
+    if getattr(_runner, "active", False):
+        return
+    with _lock:
+        _run_pending(len(_pending) - MAX_PENDING)
 
 
 def pending() -> bool:
@@ -106,9 +125,23 @@ def _loop() -> None:
         if not _pending:
             _wake.get()  # a spare token from a race only costs one empty turn
         _sleeping = False
-        while _pending:
-            with _lock:  # taken per task, so a drain on another thread gets its turn under a steady stream of calls
-                _run_pending(1)
+        while True:
+            while _pending:
+                with _lock:  # taken per task, so a drain on another thread gets its turn under a steady stream of calls
+                    _run_pending(1)
+            if not _linger():
+                break
+
+
+def _linger() -> bool:
+    """After the last task, look for new ones for :data:`LINGER_S` before sleeping: while the recorder
+    lingers, a call's tasks need no wake-up (no system call on the caller's thread). True if one came."""
+    deadline = time.monotonic() + LINGER_S
+    while time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        if _pending:
+            return True
+    return False
 
 
 def _start_thread() -> None:

@@ -79,6 +79,7 @@ class Session:
         self.attached = False  # True while instrument() has this session's handler on the 'hilt' logger
         self.handler: logging.Handler | None = None
         if mode == "r":
+            _recorder.drain()  # a call that just returned may not have created the file yet
             if self.path is None or not os.path.isfile(self.path):
                 raise HILTError(f"path: {self.path!r} is not a file; mode='r' reads an existing log")
         elif self.path is not None:

@@ -163,7 +163,7 @@ def test_drain_ends_while_other_threads_keep_submitting():
 
 
 def test_backlog_past_the_bound_is_done_by_the_caller(monkeypatch):
-    """Past MAX_PENDING waiting tasks, submit() runs the backlog itself (after the task in progress): memory
+    """Past MAX_PENDING waiting tasks, submit() runs the oldest ones itself (after the task in progress): memory
     stays bounded, and a stuck handler slows callers instead of growing the queue without end."""
     monkeypatch.setattr(_recorder, "MAX_PENDING", 5)
     ran_on: list[str] = []
@@ -179,6 +179,58 @@ def test_backlog_past_the_bound_is_done_by_the_caller(monkeypatch):
     _recorder.drain()
     assert len(ran_on) == 20
     assert threading.current_thread().name in ran_on
+
+
+class CountingWake:
+    """Stands in for the recorder's wake-up queue and counts the wake-ups (each one a system call)."""
+
+    def __init__(self, real) -> None:
+        self.real, self.puts = real, 0
+
+    def put(self, item) -> None:
+        self.puts += 1
+        self.real.put(item)
+
+    def get(self, *args, **kwargs):
+        return self.real.get(*args, **kwargs)
+
+
+def test_tasks_that_come_while_the_recorder_lingers_need_no_wake_up(monkeypatch):
+    """After its last task the recorder keeps looking for new ones for a while: a call's tasks submitted
+    then are run by the recorder thread without the caller waking it."""
+    monkeypatch.setattr(_recorder, "LINGER_S", 30.0)  # linger for the whole test, however slow the machine
+    ran_on: list[str] = []
+    first, second = threading.Event(), threading.Event()
+    _recorder.submit(lambda: (ran_on.append(threading.current_thread().name), first.set()))
+    assert first.wait(10)
+    wake = CountingWake(_recorder._wake)
+    monkeypatch.setattr(_recorder, "_wake", wake)
+    _recorder.submit(lambda: (ran_on.append(threading.current_thread().name), second.set()))
+    assert second.wait(10)
+    assert ran_on == ["hilt-recorder", "hilt-recorder"]
+    assert wake.puts == 0
+
+
+def test_backpressure_runs_only_the_excess_so_no_call_stalls_on_the_whole_queue(monkeypatch):
+    """Over the bound, a submit runs the oldest tasks until the backlog is back at MAX_PENDING (its own
+    share), not the whole queue: calls slow down evenly instead of one call doing thousands of tasks."""
+    monkeypatch.setattr(_recorder, "MAX_PENDING", 5)
+    started, gate = threading.Event(), threading.Event()
+    _recorder.submit(lambda: (started.set(), gate.wait(30)))
+    assert started.wait(10)  # the recorder thread is parked inside that task, holding the lock it took
+    held_lock = _recorder._lock
+    _recorder._lock = threading.Lock()  # so this thread can run tasks meanwhile
+    ran: list[int] = []
+    try:
+        for n in range(8):
+            _recorder.submit(lambda n=n: ran.append(n))
+        assert ran == [0, 1, 2]  # submits 6, 7 and 8 each ran one task, the oldest
+        assert len(_recorder._pending) == 5
+    finally:
+        _recorder._lock = held_lock  # back before the recorder resumes, so the two never run tasks at once
+        gate.set()
+    _recorder.drain()
+    assert ran == list(range(8))
 
 
 def test_a_failing_task_is_reported_and_the_next_runs(internal_reports):

@@ -125,7 +125,8 @@ class _OpenAICall:
         self._response_hold = response
         if retries_taken.__class__ is int:
             self.attempts = retries_taken + 1
-        response.__dict__["_hilt_call"] = self  # how the stream created from this response finds its call
+        if self.stream:
+            response.__dict__["_hilt_call"] = self  # how the stream created from this response finds its call
 
     @property
     def http_response(self) -> Any:
