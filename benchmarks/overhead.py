@@ -2,7 +2,8 @@
 
 The SDK talks to ``httpx2.MockTransport`` (no sockets), so the numbers are the SDK's own cost plus
 hilt's. hilt writes to a real JSONL file with content capture on. Reports the caller's median added
-time and the CPU per call of the whole process (hilt's recorder thread included).
+time, its thread's CPU and the CPU per call of the whole process (hilt's recorder thread included),
+against a server that answers at once, after 1 ms, and chunk by chunk (see :data:`SERVERS`).
 Run: ``python benchmarks/overhead.py`` (``--blocks``, ``--calls``).
 """
 
@@ -16,7 +17,7 @@ import statistics
 import tempfile
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -32,8 +33,8 @@ CHAT_BODY = json.dumps({
 }).encode()
 
 
-def stream_body(chunks: int) -> bytes:
-    """An SSE chat stream of ``chunks`` content chunks, a finish chunk and a usage chunk."""
+def stream_frames(chunks: int) -> list[bytes]:
+    """The SSE frames of a chat stream of ``chunks`` content chunks, a finish chunk and a usage chunk."""
     def frame(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
         data = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
                 "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -41,24 +42,36 @@ def stream_body(chunks: int) -> bytes:
             data["usage"] = usage
         return b"data: " + json.dumps(data).encode() + b"\n\n"
 
-    parts = [frame({"role": "assistant", "content": ""})]
-    parts += [frame({"content": f"word{i} "}) for i in range(chunks)]
-    parts.append(frame({}, finish="stop"))
-    parts.append(frame({}, usage={"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}))
-    parts.append(b"data: [DONE]\n\n")
-    return b"".join(parts)
+    frames = [frame({"role": "assistant", "content": ""})]
+    frames += [frame({"content": f"word{i} "}) for i in range(chunks)]
+    frames.append(frame({}, finish="stop"))
+    frames.append(frame({}, usage={"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}))
+    frames.append(b"data: [DONE]\n\n")
+    return frames
 
 
-def make_client(stream_chunks: int, latency_s: float = 0.0) -> openai.OpenAI:
-    """A real SDK client on a mock transport; ``latency_s`` is the server's time to answer (a sleep, so the
-    caller's thread waits without the GIL, as it does on a socket)."""
-    sse = stream_body(stream_chunks)
+def stream_body(chunks: int) -> bytes:
+    """An SSE chat stream of ``chunks`` content chunks, all in one body."""
+    return b"".join(stream_frames(chunks))
+
+
+def make_client(stream_chunks: int, latency_s: float = 0.0, gap_s: float = 0.0) -> openai.OpenAI:
+    """A real SDK client on a mock transport; ``latency_s`` is the server's time to answer and ``gap_s`` its
+    time between stream chunks (sleeps, so the caller's thread waits without the GIL, as it does on a socket)."""
+    frames = stream_frames(stream_chunks)
+    sse = b"".join(frames)
+
+    def paced() -> Iterator[bytes]:
+        for frame in frames:
+            time.sleep(gap_s)
+            yield frame
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         if latency_s:
             time.sleep(latency_s)
         if b'"stream":true' in request.content.replace(b" ", b""):
-            return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream", "x-request-id": "req_1"})
+            headers = {"content-type": "text/event-stream", "x-request-id": "req_1"}
+            return httpx2.Response(200, content=paced() if gap_s else sse, headers=headers)
         return httpx2.Response(200, content=CHAT_BODY, headers={"content-type": "application/json", "x-request-id": "req_1"})
 
     return openai.OpenAI(api_key="sk-bench", base_url="http://bench.invalid/v1",
@@ -122,25 +135,36 @@ def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
     return statistics.median(plain), statistics.median(r - p for r, p in zip(recorded, plain))
 
 
-LATENCIES_MS = (0, 1)
-CASES = tuple((kind, latency) for latency in LATENCIES_MS for kind in ("chat", "stream20", "stream200"))
-LABELS = {"chat": "chat call", "stream20": "stream, 20 chunks", "stream200": "stream, 200 chunks"}
+#: How the mock server answers: (label, seconds before the answer, seconds between stream chunks, stream lengths).
+#: The paced server sends chunks as a model does, with the caller's thread idle between them.
+SERVERS = (
+    ("0 ms", 0.0, 0.0, (20, 200)),
+    ("1 ms", 0.001, 0.0, (20, 200)),
+    ("0.5 ms/chunk", 0.0, 0.0005, (20, 60)),
+)
+CASES = tuple((server, kind) for server, _, gap, lengths in SERVERS
+              for kind in (() if gap else ("chat",)) + tuple(f"stream{n}" for n in lengths))
 
 
-def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, int], dict[str, list[float]]], int]:
+def label(kind: str) -> str:
+    return "chat call" if kind == "chat" else f"stream, {kind[6:]} chunks"
+
+
+def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, str], dict[str, list[float]]], int]:
     """Each case's paired figures over ``blocks`` pairs, and the number of events written."""
-    def call(client: openai.OpenAI, stream: bool) -> Callable[[], object]:
-        if stream:
-            return lambda: list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
-        return lambda: client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
-
-    functions: dict[tuple[str, int], Callable[[], object]] = {}
-    for latency in LATENCIES_MS:
-        client_20, client_200 = make_client(20, latency / 1000), make_client(200, latency / 1000)
-        functions[("chat", latency)] = call(client_20, stream=False)
-        functions[("stream20", latency)] = call(client_20, stream=True)
-        functions[("stream200", latency)] = call(client_200, stream=True)
-    calls = {"chat": calls_per_block, "stream20": calls_per_block, "stream200": max(5, calls_per_block // 5)}
+    functions: dict[tuple[str, str], Callable[[], object]] = {}
+    calls: dict[tuple[str, str], int] = {}
+    for server, latency, gap, lengths in SERVERS:
+        for kind in (case[1] for case in CASES if case[0] == server):
+            client = make_client(int(kind[6:]) if kind != "chat" else 20, latency, gap)
+            if kind == "chat":
+                functions[server, kind] = lambda c=client: c.chat.completions.create(
+                    model="gpt-4o", messages=MESSAGES, temperature=0.2)
+            else:
+                functions[server, kind] = lambda c=client: list(c.chat.completions.create(
+                    model="gpt-4o", messages=MESSAGES, stream=True))
+            short = kind in ("chat", "stream20") and not gap
+            calls[server, kind] = calls_per_block if short else max(5, calls_per_block // 5)
     # The shared machine's speed moves by tens of percent within a second, so each case runs as many short
     # blocks, without and with hilt back to back, in ABBA order (drift inside a pair hits both sides alike);
     # each figure is the median over pairs of the paired difference (with minus without).
@@ -154,7 +178,7 @@ def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, int], di
                 for with_hilt in ((False, True) if block % 2 == 0 else (True, False)):
                     if with_hilt:
                         hilt.instrument(filepath=str(path), providers=["openai"])
-                    measured[with_hilt] = sample(functions[case], calls[case[0]])
+                    measured[with_hilt] = sample(functions[case], calls[case])
                     if with_hilt:
                         hilt.uninstrument()
                 (base, base_thread, base_cpu), (wall, thread, cpu) = measured[False], measured[True]
@@ -172,23 +196,23 @@ def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, int], di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blocks", type=int, default=40, help="paired blocks (without / with hilt) per case")
-    parser.add_argument("--calls", type=int, default=25, help="calls per block (the 200-chunk stream: a fifth)")
+    parser.add_argument("--calls", type=int, default=25, help="calls per block (long and paced streams: a fifth, at least 5)")
     args = parser.parse_args()
     rows, written = measure(args.blocks, args.calls)
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
           f"{platform.machine()}, openai {openai.__version__}; {args.blocks} paired blocks; {written} events written")
-    print(f"{'server latency':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
+    print(f"{'server':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
           f"{'caller CPU µs':>15}{'added CPU µs':>14}")
     for case in CASES:
         m = {name: statistics.median(values) for name, values in rows[case].items()}
-        print(f"{f'{case[1]} ms':<16}{LABELS[case[0]]:<20}{m['base']:>12.1f}{m['added']:>10.1f}"
+        print(f"{case[0]:<16}{label(case[1]):<20}{m['base']:>12.1f}{m['added']:>10.1f}"
               f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}")
-    for latency in LATENCIES_MS:
+    for server, _, _, (short, long) in SERVERS:
         def slope(name: str) -> float:
-            long, short = rows[("stream200", latency)][name], rows[("stream20", latency)][name]
-            return statistics.median((a - b) / 180 for a, b in zip(long, short))
+            many, few = rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name]
+            return statistics.median((a - b) / (long - short) for a, b in zip(many, few))
 
-        print(f"added per stream chunk, {latency} ms latency (slope 20→200 chunks): {slope('added'):.2f} µs wall, "
+        print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {slope('added'):.2f} µs wall, "
               f"{slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU")
     plain_chunk, added_chunk = chunk_loop_us(15)
     print(f"added per chunk, chunks already parsed (isolated): {added_chunk:.3f} µs over {plain_chunk:.3f} µs plain")

@@ -1,0 +1,32 @@
+"""The benchmarks keep running: each is started as a script with tiny settings and its report checked
+(the figures themselves are for people, never asserted: the machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_overhead_benchmark_reports_every_case_and_writes_the_events():
+    """One paired block of five calls per case: a row for every server and case, the slopes and the
+    isolated per-chunk figure, and the with-hilt calls' events in the file."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "overhead.py"), "--blocks", "1", "--calls", "5"],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    report = result.stdout
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import overhead
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    for server, kind in overhead.CASES:
+        assert re.search(rf"^{re.escape(server)}\s+{re.escape(overhead.label(kind))}\s+\d", report, re.M), (server, kind)
+    assert len(re.findall(r"^added per stream chunk, server ", report, re.M)) == len(overhead.SERVERS)
+    assert re.search(r"chunks already parsed \(isolated\): -?\d+\.\d+ µs", report)
+    written = int(re.search(r"; (\d+) events written", report).group(1))
+    assert written == 2 * (3 + 5) * len(overhead.CASES)  # with hilt, per case: 3 warm-up and 5 timed calls, 2 events each
+    assert result.stderr == ""
