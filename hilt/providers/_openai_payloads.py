@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._calls import RequestFacts, ResponseFacts
@@ -279,15 +279,20 @@ def read_response(operation: str, body: Any) -> ResponseFacts:
 
 
 class _StreamState:
-    """Keeps a stream's chunks (cheap per chunk: an append and, until the first token, a clock read)."""
+    """Keeps a stream's chunks (cheap per chunk: :attr:`keep` and, until the first token, a clock read)."""
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.chunks: list[Any] = []
         self.first_token_at: float | None = None
+        self.keep: Callable[[Any], None] = self._keeper()
+
+    def _keeper(self) -> Callable[[Any], None]:
+        """The per-chunk function that keeps what :meth:`facts` needs of a chunk (here: the chunk)."""
+        return self.chunks.append
 
     def add(self, chunk: Any) -> None:
-        self.chunks.append(chunk)
+        self.keep(chunk)
         if self.first_token_at is None:
             self.look_for_first_token(chunk)
 
@@ -339,6 +344,8 @@ def _merge_tool_calls(delta: Any, calls: dict[int, dict[str, Any]]) -> None:
 def _first_content(chunks: list[Any]) -> str | None:
     """``""`` when the stream sent only empty content deltas (as the slow reader reports), else ``None``."""
     for chunk in chunks:
+        if chunk.__class__ is str:
+            return ""
         for choice in chunk.choices:
             if choice.index == 0 and choice.delta.content is not None:
                 return ""
@@ -354,6 +361,31 @@ class ChatStreamState(_StreamState):
             return False
         delta = _get(choices[0], "delta")
         return bool(_get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"))
+
+    def _keeper(self) -> Callable[[Any], None]:
+        """After the first chunk, a chunk that only carries text is kept as its text: its memory is freed at
+        once, as without hilt (keeping every chunk alive until the stream ends costs about 1 µs a chunk)."""
+        chunks = self.chunks
+        append = chunks.append
+
+        def keep(chunk: Any) -> None:
+            try:
+                if chunks and chunk.usage is None:
+                    choices = chunk.choices
+                    if len(choices) == 1:
+                        choice = choices[0]
+                        delta = choice.delta
+                        content = delta.content
+                        if (content.__class__ is str and choice.index == 0 and choice.finish_reason is None
+                                and delta.tool_calls is None and delta.refusal is None
+                                and delta.function_call is None):
+                            append(content)
+                            return
+            except Exception:
+                pass  # a dict or an odd shape: kept whole, for the careful reader
+            append(chunk)
+
+        return keep
 
     def _read(self) -> ResponseFacts:
         chunks = self.chunks
@@ -373,6 +405,10 @@ class ChatStreamState(_StreamState):
         calls: dict[int, dict[str, Any]] = {}
         usage = None
         for chunk in chunks:
+            if chunk.__class__ is str:
+                if chunk:
+                    texts.append(chunk)
+                continue
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
@@ -403,6 +439,9 @@ class ChatStreamState(_StreamState):
         refusals: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         for chunk in chunks:
+            if isinstance(chunk, str):
+                texts.append(chunk)
+                continue
             for choice in _first_choices(chunk, facts):
                 delta = _get(choice, "delta")
                 content = _get(delta, "content")

@@ -563,9 +563,9 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        state = call.state  # per chunk: one append; until the first token, a look at the chunk
+        state = call.state  # per chunk: keep what the event needs; until the first token, a look at the chunk
         if state is not None:
-            state.chunks.append(item)
+            state.keep(item)
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
@@ -612,9 +612,9 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        state = call.state  # per chunk: one append; until the first token, a look at the chunk
+        state = call.state  # per chunk: keep what the event needs; until the first token, a look at the chunk
         if state is not None:
-            state.chunks.append(item)
+            state.keep(item)
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
