@@ -390,6 +390,88 @@ def test_streamed_refusal_is_recorded(client, server, tmp_log):
     assert end["content"]["text"] is None
 
 
+# --- mixed chunks: text kept as text, everything else whole ------------------------------------------------
+
+
+def _chunk(delta: dict[str, Any] | None = None, *, index: int = 0, finish: str | None = None,
+           usage: dict[str, Any] | None = None, extra_choices: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": index, "delta": delta, "finish_reason": finish}, *extra_choices]
+    chunk = {"id": "chatcmpl-mixed", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-2024-08-06",
+             "choices": choices}
+    if usage is not None:
+        chunk["usage"] = usage
+    return chunk
+
+
+MIXED_STREAM = [
+    _chunk({"role": "assistant", "content": ""}),
+    _chunk({"content": "Let me "}),
+    _chunk({"content": ""}),
+    _chunk({"content": "check. "}, extra_choices=({"index": 1, "delta": {"content": "IGNORED"}, "finish_reason": None},)),
+    _chunk({"content": "IGNORED too"}, index=1),
+    _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"q": '}}]}),
+    _chunk({"content": "Still "}),
+    _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}),
+    _chunk({"content": "here."}),
+    _chunk({"refusal": "No more."}),
+    _chunk({}, finish="tool_calls"),
+    _chunk(None, usage={"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}),
+]
+
+
+def test_mixed_stream_merges_text_tool_calls_refusal_and_usage(client, server, tmp_log):
+    """Text chunks between tool-call, refusal, second-choice, finish and usage chunks all land in one event."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.sse(MIXED_STREAM))
+    chunks = list(_stream(client))
+    assert len(chunks) == len(MIXED_STREAM)
+    end = one_call(tmp_log)[1]
+    assert end["content"]["text"] == "Let me check. Still here."
+    assert end["content"]["refusal"] == "No more."
+    assert end["content"]["tool_calls"] == [{"id": "call_1", "name": "lookup", "arguments": '{"q": "x"}'}]
+    assert end["extensions"]["finish_reason"] == "tool_calls"
+    assert end["extensions"]["response_model"] == "gpt-4o-2024-08-06"
+    assert end["extensions"]["response_id"] == "chatcmpl-mixed"
+    assert end["metrics"]["tokens"]["prompt"] == 5 and end["metrics"]["tokens"]["completion"] == 9
+
+
+def test_stream_of_empty_deltas_is_empty_text(client, server, tmp_log):
+    """Content deltas that are all "" record text "" (the server said something empty), not null."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.sse([_chunk({"role": "assistant", "content": ""}), _chunk({"content": ""}),
+                                      _chunk({}, finish="stop")]))
+    list(_stream(client))
+    assert one_call(tmp_log)[1]["content"]["text"] == ""
+
+
+def test_text_chunks_are_not_kept_alive(client, server, tmp_log):
+    """After the first chunk, a chunk that only carries text is kept as its string: the chunk itself is freed as
+    the caller moves on, as without hilt (a stream's memory does not grow with its chunk objects)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from hilt.providers._openai_payloads import ChatStreamState
+
+    state = ChatStreamState(0.0)
+    for frame in MIXED_STREAM:
+        state.add(ChatCompletionChunk.model_validate(frame))
+    kept_as_text = [item for item in state.chunks if isinstance(item, str)]
+    assert kept_as_text == ["Let me ", "", "Still ", "here."]
+    assert not isinstance(state.chunks[0], str)  # the first chunk carries the model and id
+    whole = ChatStreamState(0.0)
+    whole.keep = whole.chunks.append  # the reference: every chunk kept
+    for frame in MIXED_STREAM:
+        whole.add(ChatCompletionChunk.model_validate(frame))
+    read, reference = vars(state.facts(True)), vars(whole.facts(True))
+    read.pop("ttft_ms"), reference.pop("ttft_ms")
+    assert read == reference and read["text"] == "Let me check. Still here." 
+    plain_dicts = ChatStreamState(0.0)  # odd chunks (plain dicts) are kept whole and read by the careful reader
+    for frame in MIXED_STREAM:
+        plain_dicts.add(copy.deepcopy(frame))
+    assert not any(isinstance(item, str) for item in plain_dicts.chunks)
+    assert plain_dicts.facts(True).text == "Let me check. Still here."
+
+
 # --- the caller's own exception inside the loop ----------------------------------------------------------
 
 
