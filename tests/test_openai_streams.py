@@ -445,31 +445,79 @@ def test_stream_of_empty_deltas_is_empty_text(client, server, tmp_log):
     assert one_call(tmp_log)[1]["content"]["text"] == ""
 
 
-def test_text_chunks_are_not_kept_alive(client, server, tmp_log):
-    """After the first chunk, a chunk that only carries text is kept as its string: the chunk itself is freed as
-    the caller moves on, as without hilt (a stream's memory does not grow with its chunk objects)."""
+def test_compaction_keeps_text_only_chunks_as_text_and_reads_the_same():
+    """Compacting keeps each chunk that only carries text as its string (the first chunk, tool-call, refusal,
+    second-choice, finish and usage chunks stay whole) and the event read is the same as from every chunk."""
     from openai.types.chat import ChatCompletionChunk
 
     from hilt.providers._openai_payloads import ChatStreamState
 
-    state = ChatStreamState(0.0)
+    compacted, whole = ChatStreamState(0.0), ChatStreamState(0.0)
     for frame in MIXED_STREAM:
-        state.add(ChatCompletionChunk.model_validate(frame))
-    kept_as_text = [item for item in state.chunks if isinstance(item, str)]
-    assert kept_as_text == ["Let me ", "", "Still ", "here."]
-    assert not isinstance(state.chunks[0], str)  # the first chunk carries the model and id
-    whole = ChatStreamState(0.0)
-    whole.keep = whole.chunks.append  # the reference: every chunk kept
-    for frame in MIXED_STREAM:
+        compacted.add(ChatCompletionChunk.model_validate(frame))
         whole.add(ChatCompletionChunk.model_validate(frame))
-    read, reference = vars(state.facts(True)), vars(whole.facts(True))
-    read.pop("ttft_ms"), reference.pop("ttft_ms")
-    assert read == reference and read["text"] == "Let me check. Still here." 
-    plain_dicts = ChatStreamState(0.0)  # odd chunks (plain dicts) are kept whole and read by the careful reader
+    compacted.compact(1, len(compacted.chunks))
+    assert [item for item in compacted.chunks if isinstance(item, str)] == ["Let me ", "", "Still ", "here."]
+    assert not isinstance(compacted.chunks[0], str)  # the first chunk carries the model and id
+    read, reference = vars(compacted.facts(True)), vars(whole.facts(True))
+    read.pop("ttft_ms"), reference.pop("ttft_ms")  # each state took its own first-token time
+    assert read == reference and read["text"] == "Let me check. Still here."
+    plain_dicts = ChatStreamState(0.0)  # odd chunks (plain dicts) stay whole and are read by the careful reader
     for frame in MIXED_STREAM:
         plain_dicts.add(copy.deepcopy(frame))
+    plain_dicts.compact(1, len(plain_dicts.chunks))
     assert not any(isinstance(item, str) for item in plain_dicts.chunks)
     assert plain_dicts.facts(True).text == "Let me check. Still here."
+
+
+def _long_stream(words: int) -> list[dict[str, Any]]:
+    return [_chunk({"role": "assistant", "content": ""}), *(_chunk({"content": f"w{i} "}) for i in range(words)),
+            _chunk({}, finish="stop")]
+
+
+def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_log):
+    """Mid-stream, the chunks the caller has dropped are freed (hilt keeps their text, compacted by the
+    recorder as the stream goes on), and the event still has the whole text."""
+    import weakref
+
+    hilt.instrument(filepath=tmp_log)
+    words = 400
+    server.enqueue(ScriptedReply.sse(_long_stream(words)))
+    stream = _stream(client)
+    seen = []
+    for index, chunk in enumerate(stream):
+        if 0 < index <= 300:
+            seen.append(weakref.ref(chunk))
+        if index == 300:
+            hilt.flush()  # the recorder's compactions so far are done
+            gc.collect()
+            alive = sum(ref() is not None for ref in seen)
+            assert alive <= 64 + 1, alive  # at most the chunks since the last compaction (and the current one)
+        del chunk
+    end = one_call(tmp_log)[1]
+    assert end["content"]["text"] == "".join(f"w{i} " for i in range(words))
+    assert end["extensions"]["stream_completed"] is True
+
+
+async def test_async_long_stream_frees_its_text_chunks(aclient, server, tmp_log):
+    """The async stream compacts as the sync one does."""
+    import weakref
+
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.sse(_long_stream(300)))
+    stream = await _astream(aclient)
+    seen = []
+    index = 0
+    async for chunk in stream:
+        if 0 < index <= 250:
+            seen.append(weakref.ref(chunk))
+        if index == 250:
+            hilt.flush()
+            gc.collect()
+            assert sum(ref() is not None for ref in seen) <= 64 + 1
+        index += 1
+        del chunk
+    assert one_call(tmp_log)[1]["content"]["text"] == "".join(f"w{i} " for i in range(300))
 
 
 # --- the caller's own exception inside the loop ----------------------------------------------------------

@@ -7,6 +7,7 @@ raises on an odd shape: a missing part is recorded as ``None``.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -279,22 +280,27 @@ def read_response(operation: str, body: Any) -> ResponseFacts:
 
 
 class _StreamState:
-    """Keeps a stream's chunks (cheap per chunk: :attr:`keep` and, until the first token, a clock read)."""
+    """Keeps a stream's chunks (per chunk on the caller's thread: an append, a length check and, until the
+    first token, a look at the chunk). Chat streams are compacted as they go, by the recorder: see
+    :meth:`compaction_due`."""
+
+    #: The length of :attr:`chunks` at which the next compaction is due (never, unless a subclass compacts).
+    compact_at: int = sys.maxsize
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.chunks: list[Any] = []
         self.first_token_at: float | None = None
-        self.keep: Callable[[Any], None] = self._keeper()
-
-    def _keeper(self) -> Callable[[Any], None]:
-        """The per-chunk function that keeps what :meth:`facts` needs of a chunk (here: the chunk)."""
-        return self.chunks.append
 
     def add(self, chunk: Any) -> None:
-        self.keep(chunk)
+        self.chunks.append(chunk)
         if self.first_token_at is None:
             self.look_for_first_token(chunk)
+
+    def compaction_due(self) -> Callable[[], None]:
+        """The task that compacts the chunks kept since the last one (for the recorder thread); the caller
+        calls this when ``len(chunks) >= compact_at``."""
+        raise NotImplementedError
 
     def look_for_first_token(self, chunk: Any) -> None:
         """Note the time if ``chunk`` is the first to carry output (text, a tool call, a refusal)."""
@@ -341,6 +347,28 @@ def _merge_tool_calls(delta: Any, calls: dict[int, dict[str, Any]]) -> None:
         merged["arguments"] += _get(legacy, "arguments") or ""
 
 
+#: Chat stream chunks kept whole between two compactions (see :meth:`ChatStreamState.compaction_due`).
+COMPACT_EVERY = 64
+
+
+def _text_only(chunk: Any) -> str | None:
+    """The text of a chat chunk that carries nothing else (one choice, index 0, no finish reason, usage,
+    tool call, refusal or function call), else ``None``: such a chunk can be kept as its text."""
+    try:
+        if chunk.usage is None:
+            choices = chunk.choices
+            if len(choices) == 1:
+                choice = choices[0]
+                delta = choice.delta
+                content = delta.content
+                if (content.__class__ is str and choice.index == 0 and choice.finish_reason is None
+                        and delta.tool_calls is None and delta.refusal is None and delta.function_call is None):
+                    return content
+    except Exception:
+        pass  # a dict or an odd shape: kept whole, for the careful reader
+    return None
+
+
 def _first_content(chunks: list[Any]) -> str | None:
     """``""`` when the stream sent only empty content deltas (as the slow reader reports), else ``None``."""
     for chunk in chunks:
@@ -362,30 +390,22 @@ class ChatStreamState(_StreamState):
         delta = _get(choices[0], "delta")
         return bool(_get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"))
 
-    def _keeper(self) -> Callable[[Any], None]:
-        """After the first chunk, a chunk that only carries text is kept as its text: its memory is freed at
-        once, as without hilt (keeping every chunk alive until the stream ends costs about 1 µs a chunk)."""
+    compact_at = COMPACT_EVERY + 1
+    _compacted = 1  # the first chunk stays whole: it carries the model and id
+
+    def compaction_due(self) -> Callable[[], None]:
+        start, end = self._compacted, len(self.chunks)
+        self._compacted, self.compact_at = end, end + COMPACT_EVERY
+        return lambda: self.compact(start, end)
+
+    def compact(self, start: int, end: int) -> None:
+        """Replace each chunk in ``chunks[start:end]`` that only carries text by its text, so its memory is
+        freed while the stream goes on (a parsed chunk holds about 2.5 KB, its text about 110 bytes)."""
         chunks = self.chunks
-        append = chunks.append
-
-        def keep(chunk: Any) -> None:
-            try:
-                if chunks and chunk.usage is None:
-                    choices = chunk.choices
-                    if len(choices) == 1:
-                        choice = choices[0]
-                        delta = choice.delta
-                        content = delta.content
-                        if (content.__class__ is str and choice.index == 0 and choice.finish_reason is None
-                                and delta.tool_calls is None and delta.refusal is None
-                                and delta.function_call is None):
-                            append(content)
-                            return
-            except Exception:
-                pass  # a dict or an odd shape: kept whole, for the careful reader
-            append(chunk)
-
-        return keep
+        for index in range(start, end):
+            text = _text_only(chunks[index])
+            if text is not None:
+                chunks[index] = text
 
     def _read(self) -> ResponseFacts:
         chunks = self.chunks

@@ -563,9 +563,12 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        state = call.state  # per chunk: keep what the event needs; until the first token, a look at the chunk
+        state = call.state  # per chunk: an append, a length check; until the first token, a look at the chunk
         if state is not None:
-            state.keep(item)
+            chunks = state.chunks
+            chunks.append(item)
+            if len(chunks) >= state.compact_at:
+                submit(state.compaction_due())
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
@@ -612,9 +615,12 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             call.failed(exc)
             raise
         call.in_next = False
-        state = call.state  # per chunk: keep what the event needs; until the first token, a look at the chunk
+        state = call.state  # per chunk: an append, a length check; until the first token, a look at the chunk
         if state is not None:
-            state.keep(item)
+            chunks = state.chunks
+            chunks.append(item)
+            if len(chunks) >= state.compact_at:
+                submit(state.compaction_due())
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
