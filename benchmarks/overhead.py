@@ -166,6 +166,28 @@ def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
         every.append(run(True))
     return statistics.median(kept), statistics.median(every)
 
+
+def chunk_memory_bytes(chunks: int = 1000) -> tuple[float, float]:
+    """Memory per chunk of a chat stream (``tracemalloc``, parsed from the wire bytes inside the window): a
+    parsed chunk object, and what hilt keeps of a chunk that only carries text once it is compacted."""
+    import tracemalloc
+
+    from openai.types.chat import ChatCompletionChunk
+
+    wire = [frame[6:].strip() for frame in stream_frames(chunks) if frame.startswith(b"data: {")]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        parsed = [ChatCompletionChunk.model_validate_json(data) for data in wire]
+        whole = tracemalloc.get_traced_memory()[0] - before
+        texts = [chunk.choices[0].delta.content if chunk.choices else None for chunk in parsed]
+        del parsed
+        text = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return whole / len(wire), text / len(texts)
+
+
 #: How the mock server answers: (label, seconds before the answer, seconds between stream chunks, stream lengths).
 #: The paced server sends chunks as a model does, with the caller's thread idle between them.
 SERVERS = (
@@ -250,6 +272,8 @@ def main() -> None:
     read_kept, read_every = stream_read_us(15)
     print(f"recorder's read of a 200-chunk stream: {read_kept:.1f} µs as hilt keeps it, {read_every:.1f} µs with "
           f"every chunk kept (ratio {read_kept / read_every:.2f})")
+    chunk_bytes, text_bytes = chunk_memory_bytes()
+    print(f"memory per chunk: {chunk_bytes:,.0f} bytes parsed, {text_bytes:,.0f} bytes as the text hilt keeps")
     print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
     print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
     print("call over all threads, the recorder thread's background work included.")

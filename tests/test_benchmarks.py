@@ -13,7 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     """One paired block of five calls per case: a row for every server and case, the slopes and the
-    isolated per-chunk figure, the stream read, and the with-hilt calls' events in the file."""
+    isolated per-chunk figure, the stream read, chunk memory and the with-hilt calls' events in the file."""
     result = subprocess.run([sys.executable, str(BENCHMARKS / "overhead.py"), "--blocks", "1", "--calls", "5"],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
@@ -28,6 +28,7 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     assert len(re.findall(r"^added per stream chunk, server ", report, re.M)) == len(overhead.SERVERS)
     assert re.search(r"chunks already parsed \(isolated\): -?\d+\.\d+ µs", report)
     assert re.search(r"read of a 200-chunk stream: \d+\.\d+ µs as hilt keeps it, \d+\.\d+ µs with every chunk", report)
+    assert re.search(r"memory per chunk: [\d,]+ bytes parsed, [\d,]+ bytes as the text", report)
     written = int(re.search(r"; (\d+) events written", report).group(1))
     assert written == 2 * (3 + 5) * len(overhead.CASES)  # with hilt, per case: 3 warm-up and 5 timed calls, 2 events each
     assert result.stderr == ""
