@@ -14,6 +14,7 @@ import gc
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import types
@@ -48,6 +49,11 @@ def stream_frames(chunks: int) -> list[bytes]:
     frames.append(frame({}, usage={"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}))
     frames.append(b"data: [DONE]\n\n")
     return frames
+
+
+def chunk_payloads(chunks: int) -> list[bytes]:
+    """The JSON of each chunk of :func:`stream_frames` (``[DONE]`` left out)."""
+    return [frame[6:].strip() for frame in stream_frames(chunks) if frame.startswith(b"data: {")]
 
 
 def stream_body(chunks: int) -> bytes:
@@ -111,8 +117,7 @@ def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
 
     from hilt.providers.openai import _OpenAICall, _recording_stream_class
 
-    frames = [json.loads(frame[6:]) for frame in stream_body(18).split(b"\n\n") if frame.startswith(b"data: {")]
-    parsed = [ChatCompletionChunk.model_validate(frame) for frame in frames]
+    parsed = [ChatCompletionChunk.model_validate_json(data) for data in chunk_payloads(18)]
     items = (parsed * (chunks // len(parsed) + 1))[:chunks]
     recording_class = _recording_stream_class(Stream[ChatCompletionChunk])
     options = types.SimpleNamespace(url="/chat/completions", json_data={"model": "gpt-4o", "messages": MESSAGES})
@@ -135,7 +140,6 @@ def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
     return statistics.median(plain), statistics.median(r - p for r, p in zip(recorded, plain))
 
 
-
 def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
     """The recorder's read of a finished ``chunks``-chunk stream (its event's text, usage, finish reason), as
     hilt keeps the chunks (compacted: text-only chunks as their text) and with every chunk object kept,
@@ -144,14 +148,14 @@ def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
 
     from hilt.providers._openai_payloads import ChatStreamState
 
-    frames = [json.loads(frame[6:]) for frame in stream_frames(chunks) if frame.startswith(b"data: {")]
+    payloads = chunk_payloads(chunks)
 
     def run(every_chunk: bool) -> float:
         states = []
         for _ in range(20):
             state = ChatStreamState(time.perf_counter())
-            for frame in frames:
-                state.add(ChatCompletionChunk.model_validate(frame))
+            for data in payloads:
+                state.add(ChatCompletionChunk.model_validate_json(data))
             if not every_chunk:
                 state.compact(1, len(state.chunks))  # done by the recorder while the stream goes on
             states.append(state)
@@ -168,24 +172,25 @@ def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
 
 
 def chunk_memory_bytes(chunks: int = 1000) -> tuple[float, float]:
-    """Memory per chunk of a chat stream (``tracemalloc``, parsed from the wire bytes inside the window): a
-    parsed chunk object, and what hilt keeps of a chunk that only carries text once it is compacted."""
+    """Memory per chunk of a chat stream: a parsed chunk object (``tracemalloc``, after a warm-up so the
+    SDK's and pydantic's one-time allocations stay out), and what hilt keeps of a chunk that only carries
+    text once it is compacted (the string and its slot in the list)."""
     import tracemalloc
 
     from openai.types.chat import ChatCompletionChunk
 
-    wire = [frame[6:].strip() for frame in stream_frames(chunks) if frame.startswith(b"data: {")]
+    wire = chunk_payloads(chunks)
+    for data in wire:
+        ChatCompletionChunk.model_validate_json(data)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         parsed = [ChatCompletionChunk.model_validate_json(data) for data in wire]
-        whole = tracemalloc.get_traced_memory()[0] - before
-        texts = [chunk.choices[0].delta.content if chunk.choices else None for chunk in parsed]
-        del parsed
-        text = tracemalloc.get_traced_memory()[0] - before
+        whole = tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(parsed)
     finally:
         tracemalloc.stop()
-    return whole / len(wire), text / len(texts)
+    texts = [chunk.choices[0].delta.content for chunk in parsed if chunk.choices and chunk.choices[0].delta.content]
+    return whole / len(parsed), statistics.mean(sys.getsizeof(text) + 8 for text in texts)
 
 
 #: How the mock server answers: (label, seconds before the answer, seconds between stream chunks, stream lengths).

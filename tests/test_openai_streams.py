@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import weakref
 from typing import Any
 
 import openai
@@ -478,8 +479,6 @@ def _long_stream(words: int) -> list[dict[str, Any]]:
 def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_log):
     """Mid-stream, the chunks the caller has dropped are freed (hilt keeps their text, compacted by the
     recorder as the stream goes on), and the event still has the whole text."""
-    import weakref
-
     hilt.instrument(filepath=tmp_log)
     words = 400
     server.enqueue(ScriptedReply.sse(_long_stream(words)))
@@ -501,8 +500,6 @@ def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_
 
 async def test_async_long_stream_frees_its_text_chunks(aclient, server, tmp_log):
     """The async stream compacts as the sync one does."""
-    import weakref
-
     hilt.instrument(filepath=tmp_log)
     server.enqueue(ScriptedReply.sse(_long_stream(300)))
     stream = await _astream(aclient)
