@@ -25,6 +25,7 @@ import httpx2
 import openai
 
 import hilt
+from hilt import _recorder
 
 CHAT_BODY = json.dumps({
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
@@ -87,10 +88,21 @@ def make_client(stream_chunks: int, latency_s: float = 0.0, gap_s: float = 0.0) 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
 
 
-def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float]:
+def settle() -> None:
+    """Wait until the recorder thread sleeps (it lingers after its last task), and collect garbage, so one
+    block's background work never runs in the next block (a block without hilt above all)."""
+    gc.collect()
+    deadline = time.monotonic() + 1.0
+    while not _recorder._sleeping and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float, int]:
     """One block of ``calls`` calls: the median wall time of a call on the caller's thread, the median CPU
     time of the caller's thread alone, and the process CPU time per call (all threads: what the recorder
-    thread spends in the background counts here), all in µs."""
+    thread spends in the background counts here), all in µs; and the recorder's tasks still waiting at the
+    end of the block (done by ``hilt.flush()``, outside the per-call figures)."""
+    settle()
     for _ in range(max(3, calls // 5)):
         fn()
     walls, threads = [], []
@@ -102,11 +114,12 @@ def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float]:
             fn()
             threads.append((time.thread_time() - thread_start) * 1e6)
             walls.append((time.perf_counter() - start) * 1e6)
+        backlog = len(_recorder._pending)
         hilt.flush()  # the recorder's work for these calls is inside the CPU figure
         cpu = (time.process_time() - cpu_start) * 1e6 / calls
     finally:
         gc.enable()
-    return statistics.median(walls), statistics.median(threads), cpu
+    return statistics.median(walls), statistics.median(threads), cpu, backlog
 
 
 def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
@@ -226,7 +239,7 @@ def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, str], di
     # The shared machine's speed moves by tens of percent within a second, so each case runs as many short
     # blocks, without and with hilt back to back, in ABBA order (drift inside a pair hits both sides alike);
     # each figure is the median over pairs of the paired difference (with minus without).
-    names = ("base", "with", "added", "thread", "cpu")
+    names = ("base", "with", "added", "thread", "cpu", "backlog")
     rows = {case: {name: [] for name in names} for case in CASES}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.jsonl"
@@ -239,13 +252,14 @@ def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, str], di
                     measured[with_hilt] = sample(functions[case], calls[case])
                     if with_hilt:
                         hilt.uninstrument()
-                (base, base_thread, base_cpu), (wall, thread, cpu) = measured[False], measured[True]
+                (base, base_thread, base_cpu, _), (wall, thread, cpu, backlog) = measured[False], measured[True]
                 row = rows[case]
                 row["base"].append(base)
                 row["with"].append(wall)
                 row["added"].append(wall - base)
                 row["thread"].append(thread - base_thread)
                 row["cpu"].append(cpu - base_cpu)
+                row["backlog"].append(backlog / calls[case])
         with open(path) as lines:
             written = sum(1 for _ in lines)
     return rows, written
@@ -260,11 +274,12 @@ def main() -> None:
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
           f"{platform.machine()}, openai {openai.__version__}; {args.blocks} paired blocks; {written} events written")
     print(f"{'server':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
-          f"{'caller CPU µs':>15}{'added CPU µs':>14}")
+          f"{'caller CPU µs':>15}{'added CPU µs':>14}{'left/call':>11}")
     for case in CASES:
         m = {name: statistics.median(values) for name, values in rows[case].items()}
         print(f"{case[0]:<16}{label(case[1]):<20}{m['base']:>12.1f}{m['added']:>10.1f}"
-              f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}")
+              f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}"
+              f"{m['backlog']:>11.2f}")
     for server, _, _, (short, long) in SERVERS:
         def slope(name: str) -> float:
             many, few = rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name]
@@ -281,7 +296,8 @@ def main() -> None:
     print(f"memory per chunk: {chunk_bytes:,.0f} bytes parsed, {text_bytes:,.0f} bytes as the text hilt keeps")
     print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
     print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
-    print("call over all threads, the recorder thread's background work included.")
+    print("call over all threads, the recorder thread's background work included; 'left/call' the recorder's")
+    print("tasks still waiting per call at the end of a block (done by hilt.flush(), outside the per-call times).")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,23 @@ the oldest ones itself, so memory stays bounded however fast calls come.
 Waking a sleeping thread is a system call on the caller's thread (and, on a VM, an interrupt to
 another CPU), so after its last task the recorder lingers for :data:`LINGER_S`, looking for new
 tasks every :data:`POLL_S`: while calls keep coming they are handed over with a plain append.
+
+A caller that never waits (a fast local server, a mock transport) but gives up the GIL for short
+system calls starves the recorder: CPython makes the GIL's holder give it up only after
+``sys.getswitchinterval()`` without a release, and each short release makes the caller signal the
+waiting recorder instead, which rarely wins the GIL. So the recorder keeps a heartbeat (its last
+step, or when its next look for tasks is due); a submit that finds it more than :data:`STARVED_S`
+old pauses the caller for :data:`HAND_OVER_S` and waits, at most :data:`HAND_OVER_WAIT_S`, while the
+recorder does its batch. A recorder that was starved looks for tasks every :data:`BUSY_POLL_S`, so
+a busy caller hands over once per batch. A recorder that makes no progress even then is blocked (a
+slow handler), not starved: callers leave it alone for :data:`BACK_OFF_S`.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -33,6 +44,16 @@ MAX_PENDING = 10_000
 LINGER_S = 0.05
 POLL_S = 0.005
 
+#: A recorder whose heartbeat is older than the switch interval is starved by a busy caller's short releases
+#: (without them CPython would have switched). The caller then hands the GIL over for :data:`HAND_OVER_S` and
+#: waits up to :data:`HAND_OVER_WAIT_S` for the batch; no progress means a blocked recorder: no hand-over for
+#: :data:`BACK_OFF_S`. A starved recorder looks for tasks every :data:`BUSY_POLL_S`.
+STARVED_S = max(0.002, sys.getswitchinterval())
+HAND_OVER_S = 0.0002
+HAND_OVER_WAIT_S = 0.01
+BACK_OFF_S = 1.0
+BUSY_POLL_S = 0.05
+
 Task = Callable[[], None]
 
 _pending: deque[Task] = deque()
@@ -41,19 +62,40 @@ _wake: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token wakes the record
 _sleeping = True  # the recorder thread waits (or was never started): the next submit wakes it
 _thread: threading.Thread | None = None
 _runner = threading.local()  # .active is True on a thread inside a task (its own emits never drain)
+_heartbeat: float | None = None  # the recorder's last step, or when its next look is due; None while it sleeps
+_no_hand_over_until = 0.0
 
 
 def submit(task: Task) -> None:
     """Queue ``task`` for the recorder thread (a few hundred nanoseconds on the caller's thread)."""
-    global _sleeping
+    global _sleeping, _heartbeat
     _pending.append(task)
     if len(_pending) > MAX_PENDING:
         _help()
     elif _sleeping:
         _sleeping = False
+        _heartbeat = time.monotonic()
         if _thread is None:
             _start_thread()
         _wake.put(None)
+    elif _heartbeat is not None and time.monotonic() - _heartbeat > STARVED_S:
+        _hand_over()
+
+
+def _hand_over() -> None:
+    """The recorder is starved of the GIL: let it have it, and wait (at most :data:`HAND_OVER_WAIT_S`) until its
+    batch is done; blocked on the lock it holds, this thread is no rival for the GIL meanwhile."""
+    global _no_hand_over_until
+    now = time.monotonic()
+    if now < _no_hand_over_until or getattr(_runner, "active", False):
+        return
+    _no_hand_over_until = now + STARVED_S  # one caller at a time
+    before = _heartbeat
+    time.sleep(HAND_OVER_S)
+    if _lock.acquire(timeout=HAND_OVER_WAIT_S):
+        _lock.release()
+    if _heartbeat == before:  # no step taken while the GIL was free: blocked (a slow handler), not starved
+        _no_hand_over_until = time.monotonic() + BACK_OFF_S
 
 
 def _help() -> None:
@@ -112,36 +154,54 @@ def _run_pending(limit: int | None = None, then: Task | None = None) -> None:
 
 
 def _run_one(task: Task) -> None:
+    global _heartbeat
     try:
         task()
     except Exception as exc:
         report_failure("recording a call", exc)
+    if threading.current_thread() is _thread:
+        _heartbeat = time.monotonic()
 
 
 def _loop() -> None:
-    global _sleeping
+    global _sleeping, _heartbeat
     while True:
+        _heartbeat = None  # before _sleeping: a submit that sees it asleep sets the heartbeat for the wake-up
         _sleeping = True
         if not _pending:
             _wake.get()  # a spare token from a race only costs one empty turn
         _sleeping = False
-        while True:
+        poll = BUSY_POLL_S if _got_gil() else POLL_S
+        while poll:
             while _pending:
-                with _lock:  # taken per task, so a drain on another thread gets its turn under a steady stream of calls
-                    _run_pending(1)
-            if not _linger():
-                break
+                with _lock:  # per batch (what is pending now), so a drain on another thread gets its turn
+                    _run_pending(len(_pending))
+            poll = _linger(poll)
 
 
-def _linger() -> bool:
-    """After the last task, look for new ones for :data:`LINGER_S` before sleeping: while the recorder
-    lingers, a call's tasks need no wake-up (no system call on the caller's thread). True if one came."""
-    deadline = time.monotonic() + LINGER_S
+def _got_gil() -> bool:
+    """The recorder runs again: True if it had to wait more than :data:`STARVED_S` for the GIL (starved)."""
+    global _heartbeat
+    now = time.monotonic()
+    starved = _heartbeat is not None and now - _heartbeat > STARVED_S
+    _heartbeat = now
+    return starved
+
+
+def _linger(poll: float) -> float:
+    """After the last task, look for new ones every ``poll`` seconds for :data:`LINGER_S` (at least two looks)
+    before sleeping: while the recorder lingers, a call's tasks need no wake-up (no system call on the
+    caller's thread). Returns the poll interval to go on with when a task came (:data:`BUSY_POLL_S` while
+    the recorder is starved), 0.0 when none did."""
+    global _heartbeat
+    deadline = time.monotonic() + max(LINGER_S, 2 * poll)
     while time.monotonic() < deadline:
-        time.sleep(POLL_S)
+        _heartbeat = time.monotonic() + poll  # not due before then: no hand-over while it sleeps
+        time.sleep(poll)
+        poll = BUSY_POLL_S if _got_gil() else POLL_S
         if _pending:
-            return True
-    return False
+            return poll
+    return 0.0
 
 
 def _start_thread() -> None:
@@ -158,10 +218,10 @@ _start_lock = threading.Lock()
 
 def _after_fork_in_child() -> None:
     """A forked child starts with no recorder thread and none of the parent's tasks (the parent does those)."""
-    global _lock, _wake, _thread, _start_lock, _sleeping
+    global _lock, _wake, _thread, _start_lock, _sleeping, _heartbeat, _no_hand_over_until
     _pending.clear()
     _lock, _wake, _start_lock = threading.Lock(), queue.SimpleQueue(), threading.Lock()
-    _thread, _sleeping = None, True
+    _thread, _sleeping, _heartbeat, _no_hand_over_until = None, True, None, 0.0
 
 
 if hasattr(os, "register_at_fork"):

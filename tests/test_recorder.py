@@ -277,3 +277,50 @@ def test_forked_child_starts_without_the_parents_tasks():
     assert status == b"0", status
     assert ran == [f"parent-task in {os.getpid()}"]
     assert sys.modules["hilt._recorder"] is _recorder
+
+
+def test_a_busy_caller_does_not_starve_the_recorder(tmp_path):
+    """A caller that never waits but gives up the GIL for short system calls (as the SDK does on a mock
+    transport) would keep the recorder from ever running: CPython only forces a switch after a whole switch
+    interval without a release. hilt hands the GIL over, so the recorder does the work while the caller
+    goes on, instead of everything piling up until a flush."""
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    ran_on: list[str] = []
+    deadline = time.monotonic() + 1.0
+    submitted = 0
+    while time.monotonic() < deadline:  # a second of a busy caller, however fast the machine
+        total = 0
+        for n in range(2000):  # Python work (the GIL is held) ...
+            total += n
+        os.stat(probe)  # ... and a short release of it
+        # The task gives up the GIL too, as writing a JSONL line does: each time, the recorder has to win it back.
+        _recorder.submit(lambda: (os.stat(probe), ran_on.append(threading.current_thread().name)))
+        submitted += 1
+    by_recorder = ran_on.count("hilt-recorder")
+    _recorder.drain()
+    assert len(ran_on) == submitted
+    # The recorder looks for tasks every BUSY_POLL_S while it is starved: only the last few polls' worth is left.
+    assert by_recorder >= 0.8 * submitted, (by_recorder, submitted)
+
+
+def test_a_blocked_recorder_is_left_alone(monkeypatch):
+    """A recorder blocked in a slow handler has given the GIL up: it is not starved, and a hand-over cannot
+    help. One hand-over sees no progress; callers then leave it alone instead of waiting on every call."""
+    monkeypatch.setattr(_recorder, "HAND_OVER_WAIT_S", 0.2)
+    monkeypatch.setattr(_recorder, "BACK_OFF_S", 60.0)
+    monkeypatch.setattr(_recorder, "_no_hand_over_until", 0.0)  # restored afterwards, so later tests hand over
+    started, gate = threading.Event(), threading.Event()
+    _recorder.submit(lambda: (started.set(), gate.wait(30)))
+    assert started.wait(10)
+    time.sleep(3 * _recorder.STARVED_S)  # the recorder's heartbeat is stale now
+    waits = []
+    try:
+        for _ in range(30):
+            start = time.monotonic()
+            _recorder.submit(lambda: None)
+            waits.append(time.monotonic() - start)
+    finally:
+        gate.set()
+    _recorder.drain()
+    assert sum(1 for wait in waits if wait >= 0.2) == 1, waits
