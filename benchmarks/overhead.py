@@ -4,7 +4,7 @@ The SDK talks to ``httpx2.MockTransport`` (no sockets), so the numbers are the S
 hilt's. hilt writes to a real JSONL file with content capture on. Reports the caller's median added
 time, its thread's CPU and the CPU per call of the whole process (hilt's recorder thread included),
 against a server that answers at once, after 1 ms, and chunk by chunk (see :data:`SERVERS`).
-Run: ``python benchmarks/overhead.py`` (``--blocks``, ``--calls``).
+Run: ``python benchmarks/overhead.py`` (``--blocks``, ``--calls``, ``--chat-only``).
 """
 
 from __future__ import annotations
@@ -206,6 +206,25 @@ def chunk_memory_bytes(chunks: int = 1000) -> tuple[float, float]:
     return whole / len(parsed), statistics.mean(sys.getsizeof(text) + 8 for text in texts)
 
 
+def recorder_share(calls: int = 1000) -> tuple[int, int]:
+    """A loop of ``calls`` chat calls with the server answering at once (the caller's thread never waits): the
+    recorder's tasks done while the loop ran, and the number submitted (two a call); the rest waits for a flush."""
+    client = make_client(20)
+    with tempfile.TemporaryDirectory() as folder:
+        hilt.instrument(filepath=str(Path(folder) / "share.jsonl"), providers=["openai"])
+        try:
+            for _ in range(20):
+                client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            hilt.flush()
+            settle()
+            for _ in range(calls):
+                client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
+            left = len(_recorder._pending)
+        finally:
+            hilt.uninstrument()
+    return 2 * calls - left, 2 * calls
+
+
 #: How the mock server answers: (label, seconds before the answer, seconds between stream chunks, stream lengths).
 #: The paced server sends chunks as a model does, with the caller's thread idle between them.
 SERVERS = (
@@ -221,12 +240,13 @@ def label(kind: str) -> str:
     return "chat call" if kind == "chat" else f"stream, {kind[6:]} chunks"
 
 
-def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, str], dict[str, list[float]]], int]:
+def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...] = CASES,
+            ) -> tuple[dict[tuple[str, str], dict[str, list[float]]], int]:
     """Each case's paired figures over ``blocks`` pairs, and the number of events written."""
     functions: dict[tuple[str, str], Callable[[], object]] = {}
     calls: dict[tuple[str, str], int] = {}
     for server, latency, gap, lengths in SERVERS:
-        for kind in (case[1] for case in CASES if case[0] == server):
+        for kind in (case[1] for case in cases if case[0] == server):
             client = make_client(int(kind[6:]) if kind != "chat" else 20, latency, gap)
             if kind == "chat":
                 functions[server, kind] = lambda c=client: c.chat.completions.create(
@@ -240,11 +260,11 @@ def measure(blocks: int, calls_per_block: int) -> tuple[dict[tuple[str, str], di
     # blocks, without and with hilt back to back, in ABBA order (drift inside a pair hits both sides alike);
     # each figure is the median over pairs of the paired difference (with minus without).
     names = ("base", "with", "added", "thread", "cpu", "backlog")
-    rows = {case: {name: [] for name in names} for case in CASES}
+    rows = {case: {name: [] for name in names} for case in cases}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.jsonl"
         for block in range(blocks):
-            for case in CASES:
+            for case in cases:
                 measured = {}
                 for with_hilt in ((False, True) if block % 2 == 0 else (True, False)):
                     if with_hilt:
@@ -269,17 +289,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blocks", type=int, default=40, help="paired blocks (without / with hilt) per case")
     parser.add_argument("--calls", type=int, default=25, help="calls per block (long and paced streams: a fifth, at least 5)")
+    parser.add_argument("--chat-only", action="store_true",
+                        help="only the chat calls (a long run of those in the time of a short full one)")
     args = parser.parse_args()
-    rows, written = measure(args.blocks, args.calls)
+    cases = tuple(case for case in CASES if case[1] == "chat") if args.chat_only else CASES
+    rows, written = measure(args.blocks, args.calls, cases)
+    done, submitted = recorder_share(max(20, 40 * args.calls))
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
           f"{platform.machine()}, openai {openai.__version__}; {args.blocks} paired blocks; {written} events written")
     print(f"{'server':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
           f"{'caller CPU µs':>15}{'added CPU µs':>14}{'left/call':>11}")
-    for case in CASES:
+    for case in cases:
         m = {name: statistics.median(values) for name, values in rows[case].items()}
         print(f"{case[0]:<16}{label(case[1]):<20}{m['base']:>12.1f}{m['added']:>10.1f}"
               f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}"
               f"{m['backlog']:>11.2f}")
+    print(f"recorder's tasks done during {submitted // 2} chat calls in a row (server at once): {done} of {submitted}")
+    if not args.chat_only:
+        report_streams(rows)
+    print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
+    print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
+    print("call over all threads, the recorder thread's background work included; 'left/call' the recorder's")
+    print("tasks still waiting per call at the end of a block (done by hilt.flush(), outside the per-call times).")
+
+
+def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
+    """The per-chunk lines: end-to-end slopes, hilt's own per-chunk work, the recorder's read, memory."""
     for server, _, _, (short, long) in SERVERS:
         def slope(name: str) -> float:
             many, few = rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name]
@@ -294,10 +329,6 @@ def main() -> None:
           f"every chunk kept (ratio {read_kept / read_every:.2f})")
     chunk_bytes, text_bytes = chunk_memory_bytes()
     print(f"memory per chunk: {chunk_bytes:,.0f} bytes parsed, {text_bytes:,.0f} bytes as the text hilt keeps")
-    print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
-    print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
-    print("call over all threads, the recorder thread's background work included; 'left/call' the recorder's")
-    print("tasks still waiting per call at the end of a block (done by hilt.flush(), outside the per-call times).")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ step, or when its next look for tasks is due); a submit that finds it more than 
 old pauses the caller for :data:`HAND_OVER_S` and waits, at most :data:`HAND_OVER_WAIT_S`, while the
 recorder does its batch. A recorder that was starved looks for tasks every :data:`BUSY_POLL_S`, so
 a busy caller hands over once per batch. A recorder that makes no progress even then is blocked (a
-slow handler), not starved: callers leave it alone for :data:`BACK_OFF_S`.
+slow handler), not starved: callers leave it alone for a while, longer each time, up to
+:data:`BACK_OFF_S`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ POLL_S = 0.005
 #: A recorder whose heartbeat is older than the switch interval is starved by a busy caller's short releases
 #: (without them CPython would have switched). The caller then hands the GIL over for :data:`HAND_OVER_S` and
 #: waits up to :data:`HAND_OVER_WAIT_S` for the batch; no progress means a blocked recorder: no hand-over for
-#: :data:`BACK_OFF_S`. A starved recorder looks for tasks every :data:`BUSY_POLL_S`.
+#: twice :data:`BUSY_POLL_S`, doubling with each such hand-over in a row up to :data:`BACK_OFF_S`. A starved
+#: recorder looks for tasks every :data:`BUSY_POLL_S`.
 STARVED_S = max(0.002, sys.getswitchinterval())
 HAND_OVER_S = 0.0002
 HAND_OVER_WAIT_S = 0.01
@@ -64,6 +66,7 @@ _thread: threading.Thread | None = None
 _runner = threading.local()  # .active is True on a thread inside a task (its own emits never drain)
 _heartbeat: float | None = None  # the recorder's last step, or when its next look is due; None while it sleeps
 _no_hand_over_until = 0.0
+_stalls = 0  # hand-overs in a row that found the recorder blocked
 
 
 def submit(task: Task) -> None:
@@ -85,17 +88,27 @@ def submit(task: Task) -> None:
 def _hand_over() -> None:
     """The recorder is starved of the GIL: let it have it, and wait (at most :data:`HAND_OVER_WAIT_S`) until its
     batch is done; blocked on the lock it holds, this thread is no rival for the GIL meanwhile."""
-    global _no_hand_over_until
+    global _no_hand_over_until, _stalls
     now = time.monotonic()
     if now < _no_hand_over_until or getattr(_runner, "active", False):
         return
     _no_hand_over_until = now + STARVED_S  # one caller at a time
     before = _heartbeat
-    time.sleep(HAND_OVER_S)
-    if _lock.acquire(timeout=HAND_OVER_WAIT_S):
+    for _ in range(3):  # a waiting thread takes a moment to wake up and take the GIL
+        time.sleep(HAND_OVER_S)
+        if _heartbeat != before:
+            break
+    busy = _lock.acquire(blocking=False) is False
+    if not busy:
+        _lock.release()  # between batches: what it got, it used (or it takes its turn at the next hand-over)
+    elif _lock.acquire(timeout=HAND_OVER_WAIT_S):
         _lock.release()
-    if _heartbeat == before:  # no step taken while the GIL was free: blocked (a slow handler), not starved
-        _no_hand_over_until = time.monotonic() + BACK_OFF_S
+    if busy and _heartbeat == before:  # in a batch, and no step taken while the GIL was free: blocked, not starved
+        # (or one long step, such as a garbage collection): leave it alone for longer each time, up to BACK_OFF_S
+        _stalls += 1
+        _no_hand_over_until = time.monotonic() + min(BACK_OFF_S, BUSY_POLL_S * 2 ** _stalls)
+    else:
+        _stalls = 0
 
 
 def _help() -> None:
@@ -218,10 +231,10 @@ _start_lock = threading.Lock()
 
 def _after_fork_in_child() -> None:
     """A forked child starts with no recorder thread and none of the parent's tasks (the parent does those)."""
-    global _lock, _wake, _thread, _start_lock, _sleeping, _heartbeat, _no_hand_over_until
+    global _lock, _wake, _thread, _start_lock, _sleeping, _heartbeat, _no_hand_over_until, _stalls
     _pending.clear()
     _lock, _wake, _start_lock = threading.Lock(), queue.SimpleQueue(), threading.Lock()
-    _thread, _sleeping, _heartbeat, _no_hand_over_until = None, True, None, 0.0
+    _thread, _sleeping, _heartbeat, _no_hand_over_until, _stalls = None, True, None, 0.0, 0
 
 
 if hasattr(os, "register_at_fork"):

@@ -13,7 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     """One paired block of five calls per case: a row for every server and case, the slopes and the
-    isolated per-chunk figure, the stream read, chunk memory and the with-hilt calls' events in the file."""
+    isolated per-chunk figure, the stream read, chunk memory, the recorder's share of a loop of calls and the
+    with-hilt calls' events in the file."""
     result = subprocess.run([sys.executable, str(BENCHMARKS / "overhead.py"), "--blocks", "1", "--calls", "5"],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
@@ -29,6 +30,17 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     assert re.search(r"chunks already parsed \(isolated\): -?\d+\.\d+ µs", report)
     assert re.search(r"read of a 200-chunk stream: \d+\.\d+ µs as hilt keeps it, \d+\.\d+ µs with every chunk", report)
     assert re.search(r"memory per chunk: [\d,]+ bytes parsed, [\d,]+ bytes as the text", report)
+    share = re.search(r"recorder's tasks done during (\d+) chat calls in a row \(server at once\): (\d+) of (\d+)", report)
+    assert share and int(share.group(3)) == 2 * int(share.group(1)) >= int(share.group(2)), report
     written = int(re.search(r"; (\d+) events written", report).group(1))
     assert written == 2 * (3 + 5) * len(overhead.CASES)  # with hilt, per case: 3 warm-up and 5 timed calls, 2 events each
     assert result.stderr == ""
+
+
+def test_overhead_benchmark_chat_only_reports_just_the_chat_calls():
+    """``--chat-only`` measures the chat calls alone: their rows, none of the stream lines."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "overhead.py"), "--blocks", "1", "--calls", "5", "--chat-only"],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^\S+ ms\s+chat call\s+\d", result.stdout, re.M)) == 2, result.stdout
+    assert "stream" not in result.stdout  # no stream rows, slopes or chunk figures

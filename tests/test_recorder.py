@@ -306,10 +306,12 @@ def test_a_busy_caller_does_not_starve_the_recorder(tmp_path):
 
 def test_a_blocked_recorder_is_left_alone(monkeypatch):
     """A recorder blocked in a slow handler has given the GIL up: it is not starved, and a hand-over cannot
-    help. One hand-over sees no progress; callers then leave it alone instead of waiting on every call."""
+    help. One hand-over sees no progress; callers then leave it alone (longer each time) instead of waiting
+    on every call."""
     monkeypatch.setattr(_recorder, "HAND_OVER_WAIT_S", 0.2)
     monkeypatch.setattr(_recorder, "BACK_OFF_S", 60.0)
     monkeypatch.setattr(_recorder, "_no_hand_over_until", 0.0)  # restored afterwards, so later tests hand over
+    monkeypatch.setattr(_recorder, "_stalls", 0)
     started, gate = threading.Event(), threading.Event()
     _recorder.submit(lambda: (started.set(), gate.wait(30)))
     assert started.wait(10)
@@ -324,3 +326,4 @@ def test_a_blocked_recorder_is_left_alone(monkeypatch):
         gate.set()
     _recorder.drain()
     assert sum(1 for wait in waits if wait >= 0.2) == 1, waits
+    assert _recorder._stalls == 1
