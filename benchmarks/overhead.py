@@ -206,6 +206,50 @@ def chunk_memory_bytes(chunks: int = 1000) -> tuple[float, float]:
     return whole / len(parsed), statistics.mean(sys.getsizeof(text) + 8 for text in texts)
 
 
+def caller_path_us(rounds: int, calls: int = 20_000) -> tuple[float, float]:
+    """hilt's own work on the caller's thread per call, isolated: its ``request`` and ``_process_response``
+    wrappers around stand-ins for the SDK's methods (which do nothing but hand over a read response), with the
+    recorder's tasks dropped; against the stand-ins alone, alternating. Returns (plain, added) µs per call."""
+    import hilt.providers.openai as openai_provider
+
+    response = httpx2.Response(200, content=CHAT_BODY, headers={"content-type": "application/json", "x-request-id": "r"})
+    response.read()
+
+    def sdk_process_response(self: object, **kwargs: object) -> object:
+        return kwargs["response"]
+
+    def sdk_request(self: object, cast_to: object, options: object, *, stream: bool = False,
+                    stream_cls: object = None, process: Callable[..., object] = sdk_process_response) -> object:
+        return process(self, cast_to=cast_to, options=options, response=response, stream=stream,
+                       stream_cls=stream_cls, retries_taken=0)
+
+    wrapped_process = openai_provider._wrap_process_response(sdk_process_response)
+    wrapped_request = openai_provider._wrap_sync_request(
+        lambda self, cast_to, options, **kwargs: sdk_request(self, cast_to, options, process=wrapped_process, **kwargs))
+    client = object()
+    options = types.SimpleNamespace(url="/chat/completions", json_data={"model": "gpt-4o", "messages": MESSAGES})
+
+    def run(request: Callable[..., object]) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            request(client, None, options)
+        return (time.perf_counter() - start) * 1e6 / calls
+
+    plain, added = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        hilt.instrument(filepath=str(Path(folder) / "caller.jsonl"), providers=["openai"])
+        real_submit, openai_provider.submit = openai_provider.submit, lambda task: None
+        try:
+            for _ in range(rounds):
+                base = run(sdk_request)
+                plain.append(base)
+                added.append(run(wrapped_request) - base)
+        finally:
+            openai_provider.submit = real_submit
+            hilt.uninstrument()
+    return statistics.median(plain), statistics.median(added)
+
+
 def recorder_share(calls: int = 1000) -> tuple[int, int]:
     """A loop of ``calls`` chat calls with the server answering at once (the caller's thread never waits): the
     recorder's tasks done while the loop ran, and the number submitted (two a call); the rest waits for a flush."""
@@ -295,6 +339,7 @@ def main() -> None:
     cases = tuple(case for case in CASES if case[1] == "chat") if args.chat_only else CASES
     rows, written = measure(args.blocks, args.calls, cases)
     done, submitted = recorder_share(max(20, 40 * args.calls))
+    plain_path, caller_path = caller_path_us(15)
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
           f"{platform.machine()}, openai {openai.__version__}; {args.blocks} paired blocks; {written} events written")
     print(f"{'server':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
@@ -305,6 +350,8 @@ def main() -> None:
               f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}"
               f"{m['backlog']:>11.2f}")
     print(f"recorder's tasks done during {submitted // 2} chat calls in a row (server at once): {done} of {submitted}")
+    print(f"hilt's own work on the caller's thread per call (isolated, SDK stubbed, recorder tasks dropped): "
+          f"{caller_path:.2f} µs over {plain_path:.2f} µs plain")
     if not args.chat_only:
         report_streams(rows)
     print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")

@@ -32,6 +32,8 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     assert re.search(r"memory per chunk: [\d,]+ bytes parsed, [\d,]+ bytes as the text", report)
     share = re.search(r"recorder's tasks done during (\d+) chat calls in a row \(server at once\): (\d+) of (\d+)", report)
     assert share and int(share.group(3)) == 2 * int(share.group(1)) >= int(share.group(2)), report
+    assert re.search(r"own work on the caller's thread per call \(isolated, SDK stubbed, recorder tasks dropped\): "
+                     r"-?\d+\.\d+ µs over \d+\.\d+ µs plain", report)
     written = int(re.search(r"; (\d+) events written", report).group(1))
     assert written == 2 * (3 + 5) * len(overhead.CASES)  # with hilt, per case: 3 warm-up and 5 timed calls, 2 events each
     assert result.stderr == ""
