@@ -177,6 +177,17 @@ def _run_one(task: Task) -> None:
 
 
 def _loop() -> None:
+    """The recorder thread: serve tasks for ever; a failure of its own is reported and it goes on (a dead
+    recorder would leave every later call's events waiting for a flush)."""
+    while True:
+        try:
+            _serve()
+        except Exception as exc:
+            report_failure("the recorder thread", exc)
+            time.sleep(POLL_S)
+
+
+def _serve() -> None:
     global _sleeping, _heartbeat
     while True:
         _heartbeat = None  # before _sleeping: a submit that sees it asleep sets the heartbeat for the wake-up

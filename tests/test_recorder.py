@@ -327,3 +327,24 @@ def test_a_blocked_recorder_is_left_alone(monkeypatch):
     _recorder.drain()
     assert sum(1 for wait in waits if wait >= 0.2) == 1, waits
     assert _recorder._stalls == 1
+
+
+def test_the_recorder_thread_survives_a_failure_of_its_own(monkeypatch, internal_reports):
+    """A bug in the recorder's own loop (not in a task) is reported, and the thread goes on serving tasks."""
+    failed: list[int] = []
+
+    def broken_got_gil() -> bool:
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("recorder loop bug")
+        return False
+
+    monkeypatch.setattr(_recorder, "_got_gil", broken_got_gil)
+    ran_on: list[str] = []
+    done = threading.Event()
+    _recorder.submit(lambda: ran_on.append(threading.current_thread().name))
+    _recorder.submit(lambda: (ran_on.append(threading.current_thread().name), done.set()))
+    assert done.wait(10)  # no drain here: only the recorder thread can run them
+    assert ran_on == ["hilt-recorder", "hilt-recorder"]
+    assert failed == [1]
+    assert any("recorder loop bug" in r.getMessage() for r in internal_reports())
