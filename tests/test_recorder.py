@@ -300,8 +300,9 @@ def test_a_busy_caller_does_not_starve_the_recorder(tmp_path):
     by_recorder = ran_on.count("hilt-recorder")
     _recorder.drain()
     assert len(ran_on) == submitted
-    # The recorder looks for tasks every BUSY_POLL_S while it is starved: only the last few polls' worth is left.
-    assert by_recorder >= 0.8 * submitted, (by_recorder, submitted)
+    # The recorder looks for tasks every BUSY_POLL_S while it is starved: only about the last poll's worth is left
+    # (a starved recorder did 2-10% here; 60% leaves room for a hand-over that finds it busy and backs off).
+    assert by_recorder >= 0.6 * submitted, (by_recorder, submitted)
 
 
 def test_a_blocked_recorder_is_left_alone(monkeypatch):
