@@ -148,8 +148,9 @@ def run_inline(task: Task) -> None:
         _run_pending(len(_pending), then=task)
 
 
-def _run_pending(limit: int | None = None, then: Task | None = None) -> None:
-    """Run pending tasks in order (``limit`` of them, or until none is left), then ``then``."""
+def _run_pending(limit: int | None = None, then: Task | None = None, until: float | None = None) -> None:
+    """Run pending tasks in order (``limit`` of them, until none is left, or until the monotonic time ``until``
+    has passed after a task), then ``then``."""
     _runner.active = True
     try:
         done = 0
@@ -160,6 +161,8 @@ def _run_pending(limit: int | None = None, then: Task | None = None) -> None:
                 break
             _run_one(task)
             done += 1
+            if until is not None and time.monotonic() >= until:
+                break
         if then is not None:
             _run_one(then)
     finally:
@@ -198,8 +201,9 @@ def _serve() -> None:
         poll = BUSY_POLL_S if _got_gil() else POLL_S
         while poll:
             while _pending:
-                with _lock:  # per batch (what is pending now), so a drain on another thread gets its turn
-                    _run_pending(len(_pending))
+                with _lock:  # per batch (what is pending now, for at most HAND_OVER_WAIT_S and one task), so
+                    # a drain or a caller over MAX_PENDING on another thread gets its turn behind a slow handler
+                    _run_pending(len(_pending), until=time.monotonic() + HAND_OVER_WAIT_S)
             poll = _linger(poll)
 
 

@@ -349,3 +349,21 @@ def test_the_recorder_thread_survives_a_failure_of_its_own(monkeypatch, internal
     assert ran_on == ["hilt-recorder", "hilt-recorder"]
     assert failed == [1]
     assert any("recorder loop bug" in r.getMessage() for r in internal_reports())
+
+
+def test_a_batch_lets_go_of_the_lock_after_its_time():
+    """The recorder runs a batch under its lock, but past its time it stops after the task in progress, so a
+    drain or a caller over the bound waits behind one slow task, not behind the whole batch."""
+    started, gate = threading.Event(), threading.Event()
+    _recorder.submit(lambda: (started.set(), gate.wait(30)))
+    assert started.wait(10)  # the recorder thread is parked in that task (holding the lock), away from those below
+    ran: list[int] = []
+    for n in range(5):
+        _recorder._pending.append(lambda n=n: (time.sleep(0.02), ran.append(n)))
+    try:
+        _recorder._run_pending(5, until=time.monotonic() + 0.01)
+        assert ran == [0]  # the first task ran past the batch's time: the rest wait for the next batch
+    finally:
+        gate.set()
+    _recorder.drain()
+    assert ran == [0, 1, 2, 3, 4]
