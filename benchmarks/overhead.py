@@ -10,6 +10,8 @@ Run: ``python benchmarks/overhead.py`` (``--blocks``, ``--calls``, ``--chat-only
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
 import json
 import platform
@@ -86,6 +88,22 @@ def make_client(stream_chunks: int, latency_s: float = 0.0, gap_s: float = 0.0) 
 
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello"}]
+
+
+def chat_call(client: openai.OpenAI) -> object:
+    """The chat call every case makes."""
+    return client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
+
+
+@contextlib.contextmanager
+def instrumented(name: str) -> Iterator[None]:
+    """hilt on (JSONL file ``name`` in a temporary folder, OpenAI only) for the ``with`` block."""
+    with tempfile.TemporaryDirectory() as folder:
+        hilt.instrument(filepath=str(Path(folder) / name), providers=["openai"])
+        try:
+            yield
+        finally:
+            hilt.uninstrument()
 
 
 def settle() -> None:
@@ -223,9 +241,8 @@ def caller_path_us(rounds: int, calls: int = 20_000) -> tuple[float, float]:
         return process(self, cast_to=cast_to, options=options, response=response, stream=stream,
                        stream_cls=stream_cls, retries_taken=0)
 
-    wrapped_process = openai_provider._wrap_process_response(sdk_process_response)
     wrapped_request = openai_provider._wrap_sync_request(
-        lambda self, cast_to, options, **kwargs: sdk_request(self, cast_to, options, process=wrapped_process, **kwargs))
+        functools.partial(sdk_request, process=openai_provider._wrap_process_response(sdk_process_response)))
     client = object()
     options = types.SimpleNamespace(url="/chat/completions", json_data={"model": "gpt-4o", "messages": MESSAGES})
 
@@ -236,8 +253,7 @@ def caller_path_us(rounds: int, calls: int = 20_000) -> tuple[float, float]:
         return (time.perf_counter() - start) * 1e6 / calls
 
     plain, added = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        hilt.instrument(filepath=str(Path(folder) / "caller.jsonl"), providers=["openai"])
+    with instrumented("caller.jsonl"):
         real_submit, openai_provider.submit = openai_provider.submit, lambda task: None
         try:
             for _ in range(rounds):
@@ -246,7 +262,6 @@ def caller_path_us(rounds: int, calls: int = 20_000) -> tuple[float, float]:
                 added.append(run(wrapped_request) - base)
         finally:
             openai_provider.submit = real_submit
-            hilt.uninstrument()
     return statistics.median(plain), statistics.median(added)
 
 
@@ -254,18 +269,14 @@ def recorder_share(calls: int = 1000) -> tuple[int, int]:
     """A loop of ``calls`` chat calls with the server answering at once (the caller's thread never waits): the
     recorder's tasks done while the loop ran, and the number submitted (two a call); the rest waits for a flush."""
     client = make_client(20)
-    with tempfile.TemporaryDirectory() as folder:
-        hilt.instrument(filepath=str(Path(folder) / "share.jsonl"), providers=["openai"])
-        try:
-            for _ in range(20):
-                client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-            hilt.flush()
-            settle()
-            for _ in range(calls):
-                client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
-            left = len(_recorder._pending)
-        finally:
-            hilt.uninstrument()
+    with instrumented("share.jsonl"):
+        for _ in range(20):
+            chat_call(client)
+        hilt.flush()
+        settle()
+        for _ in range(calls):
+            chat_call(client)
+        left = len(_recorder._pending)
     return 2 * calls - left, 2 * calls
 
 
@@ -293,8 +304,7 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
         for kind in (case[1] for case in cases if case[0] == server):
             client = make_client(int(kind[6:]) if kind != "chat" else 20, latency, gap)
             if kind == "chat":
-                functions[server, kind] = lambda c=client: c.chat.completions.create(
-                    model="gpt-4o", messages=MESSAGES, temperature=0.2)
+                functions[server, kind] = functools.partial(chat_call, client)
             else:
                 functions[server, kind] = lambda c=client: list(c.chat.completions.create(
                     model="gpt-4o", messages=MESSAGES, stream=True))

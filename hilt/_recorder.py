@@ -98,10 +98,8 @@ def _hand_over() -> None:
         time.sleep(HAND_OVER_S)
         if _heartbeat != before:
             break
-    busy = _lock.acquire(blocking=False) is False
-    if not busy:
-        _lock.release()  # between batches: what it got, it used (or it takes its turn at the next hand-over)
-    elif _lock.acquire(timeout=HAND_OVER_WAIT_S):
+    busy = _lock.locked()  # in a batch: wait for it; between batches, what it got, it used
+    if busy and _lock.acquire(timeout=HAND_OVER_WAIT_S):
         _lock.release()
     if busy and _heartbeat == before:  # in a batch, and no step taken while the GIL was free: blocked, not starved
         # (or one long step, such as a garbage collection): leave it alone for longer each time, up to BACK_OFF_S
@@ -150,7 +148,9 @@ def run_inline(task: Task) -> None:
 
 def _run_pending(limit: int | None = None, then: Task | None = None, until: float | None = None) -> None:
     """Run pending tasks in order (``limit`` of them, until none is left, or until the monotonic time ``until``
-    has passed after a task), then ``then``."""
+    has passed after a task), then ``then``. ``until`` is the recorder thread's batch deadline: with it, each
+    task also renews the recorder's heartbeat."""
+    global _heartbeat
     _runner.active = True
     try:
         done = 0
@@ -161,8 +161,10 @@ def _run_pending(limit: int | None = None, then: Task | None = None, until: floa
                 break
             _run_one(task)
             done += 1
-            if until is not None and time.monotonic() >= until:
-                break
+            if until is not None:
+                _heartbeat = now = time.monotonic()
+                if now >= until:
+                    break
         if then is not None:
             _run_one(then)
     finally:
@@ -170,13 +172,10 @@ def _run_pending(limit: int | None = None, then: Task | None = None, until: floa
 
 
 def _run_one(task: Task) -> None:
-    global _heartbeat
     try:
         task()
     except Exception as exc:
         report_failure("recording a call", exc)
-    if threading.current_thread() is _thread:
-        _heartbeat = time.monotonic()
 
 
 def _loop() -> None:
@@ -198,7 +197,7 @@ def _serve() -> None:
         if not _pending:
             _wake.get()  # a spare token from a race only costs one empty turn
         _sleeping = False
-        poll = BUSY_POLL_S if _got_gil() else POLL_S
+        poll = _next_poll()
         while poll:
             while _pending:
                 with _lock:  # per batch (what is pending now, for at most HAND_OVER_WAIT_S and one task), so
@@ -207,13 +206,14 @@ def _serve() -> None:
             poll = _linger(poll)
 
 
-def _got_gil() -> bool:
-    """The recorder runs again: True if it had to wait more than :data:`STARVED_S` for the GIL (starved)."""
+def _next_poll() -> float:
+    """The recorder runs again: its poll interval from now on, :data:`BUSY_POLL_S` if it had to wait more than
+    :data:`STARVED_S` for the GIL (starved), else :data:`POLL_S`."""
     global _heartbeat
     now = time.monotonic()
     starved = _heartbeat is not None and now - _heartbeat > STARVED_S
     _heartbeat = now
-    return starved
+    return BUSY_POLL_S if starved else POLL_S
 
 
 def _linger(poll: float) -> float:
@@ -226,7 +226,7 @@ def _linger(poll: float) -> float:
     while time.monotonic() < deadline:
         _heartbeat = time.monotonic() + poll  # not due before then: no hand-over while it sleeps
         time.sleep(poll)
-        poll = BUSY_POLL_S if _got_gil() else POLL_S
+        poll = _next_poll()
         if _pending:
             return poll
     return 0.0

@@ -47,6 +47,14 @@ def thread_names():
         logging.getLogger("hilt").removeHandler(handler)
 
 
+def _wait_until_the_recorder_sleeps(timeout: float = 10.0) -> None:
+    """Wait for the recorder thread to finish lingering (a bounded wait), so a test starts from a known state."""
+    _recorder.drain()
+    deadline = time.monotonic() + timeout
+    while not _recorder._sleeping and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _wait_until_recorded(timeout: float = 10.0) -> None:
     """Wait for the recorder thread to do the pending tasks itself (not a timing assertion: a bounded wait)."""
     deadline = time.monotonic() + timeout
@@ -314,9 +322,15 @@ def test_a_blocked_recorder_is_left_alone(monkeypatch):
     monkeypatch.setattr(_recorder, "_no_hand_over_until", 0.0)  # restored afterwards, so later tests hand over
     monkeypatch.setattr(_recorder, "_stalls", 0)
     started, gate = threading.Event(), threading.Event()
+    _wait_until_the_recorder_sleeps()
     _recorder.submit(lambda: (started.set(), gate.wait(30)))
     assert started.wait(10)
-    time.sleep(3 * _recorder.STARVED_S)  # the recorder's heartbeat is stale now
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (  # until the recorder's heartbeat is stale, with no back-off on
+            time.monotonic() - (_recorder._heartbeat or 0.0) > 3 * _recorder.STARVED_S
+            and time.monotonic() >= _recorder._no_hand_over_until):
+        time.sleep(_recorder.STARVED_S)
+    state = (_recorder._heartbeat, _recorder._no_hand_over_until, time.monotonic(), _recorder._lock.locked())
     waits = []
     try:
         for _ in range(30):
@@ -326,7 +340,7 @@ def test_a_blocked_recorder_is_left_alone(monkeypatch):
     finally:
         gate.set()
     _recorder.drain()
-    assert sum(1 for wait in waits if wait >= 0.2) == 1, waits
+    assert sum(1 for wait in waits if wait >= 0.2) == 1, (waits, state)
     assert _recorder._stalls == 1
 
 
@@ -334,13 +348,14 @@ def test_the_recorder_thread_survives_a_failure_of_its_own(monkeypatch, internal
     """A bug in the recorder's own loop (not in a task) is reported, and the thread goes on serving tasks."""
     failed: list[int] = []
 
-    def broken_got_gil() -> bool:
+    def broken_next_poll() -> float:
         if not failed:
             failed.append(1)
             raise RuntimeError("recorder loop bug")
-        return False
+        return _recorder.POLL_S
 
-    monkeypatch.setattr(_recorder, "_got_gil", broken_got_gil)
+    _wait_until_the_recorder_sleeps()  # so the next task wakes it, and its loop runs (and fails) again
+    monkeypatch.setattr(_recorder, "_next_poll", broken_next_poll)
     ran_on: list[str] = []
     done = threading.Event()
     _recorder.submit(lambda: ran_on.append(threading.current_thread().name))

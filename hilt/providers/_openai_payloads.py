@@ -355,15 +355,15 @@ def _text_only(chunk: Any) -> str | None:
     """The text of a chat chunk that carries nothing else (one choice, index 0, no finish reason, usage,
     tool call, refusal or function call), else ``None``: such a chunk can be kept as its text."""
     try:
-        if chunk.usage is None:
-            choices = chunk.choices
-            if len(choices) == 1:
-                choice = choices[0]
-                delta = choice.delta
-                content = delta.content
-                if (content.__class__ is str and choice.index == 0 and choice.finish_reason is None
-                        and delta.tool_calls is None and delta.refusal is None and delta.function_call is None):
-                    return content
+        choices = chunk.choices
+        if chunk.usage is not None or len(choices) != 1:
+            return None
+        choice = choices[0]
+        delta = choice.delta
+        content = delta.content
+        if (content.__class__ is str and choice.index == 0 and choice.finish_reason is None
+                and delta.tool_calls is None and delta.refusal is None and delta.function_call is None):
+            return content
     except Exception:
         pass  # a dict or an odd shape: kept whole, for the careful reader
     return None
