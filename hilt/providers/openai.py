@@ -322,9 +322,9 @@ class _OpenAICall:
         facts.ttft_ms = None  # chunk times are unknown when the caller read raw bytes
         return facts
 
-    def _facts_from_tee(self, captured: list[bytes], response: Any) -> ResponseFacts:
+    def _facts_from_tee(self, captured: list[bytes]) -> ResponseFacts:
         data = b"".join(captured)
-        if self.stream or (response is not None and _is_event_stream(response.headers)):
+        if self.stream or _is_event_stream(self.headers):  # the final response's headers
             return self._facts_from_sse(data, completed=self.tee_done)
         return self._facts_from_body(_parse_body(data))
 
@@ -343,7 +343,7 @@ class _OpenAICall:
         if state is not None and (state.chunks or not self.tee):
             facts = state.facts(completed=False)
         elif self.tee:
-            facts = self._facts_from_tee(self.tee, response)
+            facts = self._facts_from_tee(self.tee)
         else:
             content = _content_if_read(response) if response is not None else _NOT_READ
             facts = self._facts_from_body(None if content is _NOT_READ else _parse_body(content))
