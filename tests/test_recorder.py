@@ -6,19 +6,25 @@ never by timing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 import threading
 import time
+import weakref
 
+import httpx2
 import pytest
+from openai._models import FinalRequestOptions
 
 import hilt
 from hilt import _recorder
 from test_openai_support import (  # noqa: F401 - fixtures
     client,
     fresh_server,
+    make_client,
+    one_call,
     read_events,
     server,
 )
@@ -382,3 +388,41 @@ def test_a_batch_lets_go_of_the_lock_after_its_time():
         gate.set()
     _recorder.drain()
     assert ran == [0, 1, 2, 3, 4]
+
+
+def test_a_waiting_recording_keeps_neither_the_http_response_nor_the_sdk_options(server, tmp_path):
+    """While a plain call's tasks wait for a busy recorder, the call's HTTP response and the SDK's request
+    options are already freed (kept alive, they make the caller's next call allocate cold memory); the
+    events written afterwards are still complete."""
+    responses = []
+
+    def keep_weak_response(response: httpx2.Response) -> None:
+        responses.append(weakref.ref(response))
+
+    def live_options() -> int:
+        gc.collect()
+        return sum(1 for thing in gc.get_objects() if isinstance(thing, FinalRequestOptions))
+
+    log = tmp_path / "freed.jsonl"
+    hilt.instrument(filepath=str(log), providers=["openai"])
+    release, busy = threading.Event(), threading.Event()
+    http_client = httpx2.Client(event_hooks={"response": [keep_weak_response]})
+    try:
+        with make_client(server, http_client=http_client) as client:
+            _wait_until_the_recorder_sleeps()
+            options_before = live_options()
+            _recorder.submit(lambda: (busy.set(), release.wait(30)))  # the recorder is held up ...
+            assert busy.wait(10)
+            reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            assert live_options() == options_before
+            assert _recorder.pending()  # ... so this call's tasks still wait
+            assert responses and [ref() for ref in responses] == [None] * len(responses)
+            release.set()
+            hilt.flush()
+    finally:
+        release.set()
+        hilt.uninstrument()
+    prompt, completion = one_call(log)
+    assert completion["content"]["text"] == reply.choices[0].message.content
+    assert completion["extensions"]["status_code"] == 200
+    assert completion["metrics"]["tokens"]["prompt"] == reply.usage.prompt_tokens
