@@ -17,8 +17,10 @@ from hilt.testing import OpenAIServer, ScriptedReply
 from test_openai_support import (  # noqa: F401 - fixtures
     NULL_TOKENS,
     REFUSED_URL,
+    cycles_made,
     fresh_server,
     make_async_client,
+    heavy,
     make_client,
     one_call,
     server,
@@ -173,11 +175,14 @@ def test_sync_matrix(server, tmp_log, outcome, mode, stream):
     base_url = REFUSED_URL if outcome == "refused" else server.base_url
     with make_client(server, base_url=base_url) as client:
         _script(server, outcome)
-        baseline = _outcome(lambda: _sync_call(client, stream, mode))
+        with cycles_made() as baseline_cycles:
+            baseline = _outcome(lambda: _sync_call(client, stream, mode))
         _script(server, outcome)
         hilt.instrument(filepath=tmp_log)
-        recorded = _outcome(lambda: _sync_call(client, stream, mode))
+        with cycles_made() as recorded_cycles:
+            recorded = _outcome(lambda: _sync_call(client, stream, mode))
     _check_outcome(baseline, recorded, outcome)
+    assert heavy(recorded_cycles) == heavy(baseline_cycles)
     _check_events(tmp_log, outcome, stream)
 
 
@@ -189,9 +194,12 @@ async def test_async_matrix(server, tmp_log, outcome, mode, stream):
     base_url = REFUSED_URL if outcome == "refused" else server.base_url
     async with make_async_client(server, base_url=base_url) as client:
         _script(server, outcome)
-        baseline = await _aoutcome(lambda: _async_call(client, stream, mode))
+        with cycles_made() as baseline_cycles:
+            baseline = await _aoutcome(lambda: _async_call(client, stream, mode))
         _script(server, outcome)
         hilt.instrument(filepath=tmp_log)
-        recorded = await _aoutcome(lambda: _async_call(client, stream, mode))
+        with cycles_made() as recorded_cycles:
+            recorded = await _aoutcome(lambda: _async_call(client, stream, mode))
     _check_outcome(baseline, recorded, outcome)
+    assert heavy(recorded_cycles) == heavy(baseline_cycles)
     _check_events(tmp_log, outcome, stream)

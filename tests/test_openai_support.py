@@ -8,7 +8,10 @@ and asserts on the JSON lines hilt wrote. Modules import what they need from her
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +133,30 @@ def without(data: Any, *keys: str) -> Any:
     if isinstance(data, list):
         return [without(v, *keys) for v in data]
     return data
+
+
+@contextlib.contextmanager
+def cycles_made() -> Iterator[Counter[str]]:
+    """Counts, by type name, the objects made in the block (and its recording, flushed at the end) that only
+    the garbage collector can free: they sit in reference cycles, so letting go of them frees nothing."""
+    found: Counter[str] = Counter()
+    gc.collect()
+    gc.disable()
+    try:
+        yield found
+        hilt.flush()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found.update(type(thing).__name__ for thing in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+#: What a call leaves that holds its body and chunks: none may wait for the garbage collector because of hilt.
+HEAVY_TYPES = ("_OpenAICall", "Response", "Stream", "AsyncStream", "ChatCompletion", "ChatCompletionChunk")
+
+
+def heavy(found: Counter[str]) -> dict[str, int]:
+    return {name: found[name] for name in HEAVY_TYPES if found[name]}

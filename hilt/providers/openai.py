@@ -71,6 +71,7 @@ class _OpenAICall:
     tee_active = False
     tee_done = False
     _watchers: tuple[Any, ...] = ()
+    _hooks: tuple[tuple[str, Any], ...] = ()  # (name, hook) set in the response's __dict__, taken off at the end
 
     def __init__(self, client: Any, options: Any, stream: bool) -> None:
         self.started_ns = time.time_ns()
@@ -112,6 +113,8 @@ class _OpenAICall:
         except IndexError:
             return
         ended_ns = time.time_ns()
+        if self._hooks:
+            self._unhook()
 
         def closing_task() -> None:
             try:
@@ -195,15 +198,30 @@ class _OpenAICall:
     def _finish_later(self, response: Any, watch: bool = True) -> None:
         """Hook the response's ``read``/``close`` (``aread``/``aclose`` for async clients) to write the
         completion when the caller is done; ``watch`` it for abandonment."""
+        if self.ended:
+            return
         attributes = response.__dict__
         names = ("aread", "aclose") if isinstance(self.client, _async_client_class()) else ("read", "close")
         for name in names:
             if name not in attributes:
                 original = getattr(response, name, None)
                 if original is not None:
-                    attributes[name] = self._then_finish(original, asynchronous=name[0] == "a")
+                    attributes[name] = hook = self._then_finish(original, asynchronous=name[0] == "a")
+                    self._hooks += ((name, hook),)
         if watch:
             self.watch(response)
+
+    def _unhook(self) -> None:
+        """The call has ended: take hilt's hooks off the response. A hook holds the response's own bound
+        method, a reference cycle that would keep the response, its body and the call alive until the
+        garbage collector runs, where without hilt they are freed when the caller lets go."""
+        hooks, self._hooks = self._hooks, ()
+        response = self.http_response
+        if response is not None:
+            attributes = response.__dict__
+            for name, hook in hooks:
+                if attributes.get(name) is hook:  # not if someone has wrapped it since
+                    del attributes[name]
 
     def _then_finish(self, original: Any, asynchronous: bool) -> Any:
         """``original`` (a bound method of the response), after which the call is finished if it can be.
@@ -281,6 +299,7 @@ class _OpenAICall:
                     call_ref.on_http_closed()
 
             attributes["iter_bytes"] = iter_bytes
+            self._hooks += (("iter_bytes", iter_bytes),)
         if "aiter_bytes" not in attributes and hasattr(response, "aiter_bytes"):
             original_aiter_bytes = response.aiter_bytes
 
@@ -302,6 +321,7 @@ class _OpenAICall:
                     call_ref.on_http_closed()
 
             attributes["aiter_bytes"] = aiter_bytes
+            self._hooks += (("aiter_bytes", aiter_bytes),)
 
     def _facts_from_sse(self, data: bytes, completed: bool) -> ResponseFacts:
         """Facts from raw server-sent-event bytes (a stream the caller read as bytes)."""
