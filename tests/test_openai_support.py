@@ -159,4 +159,5 @@ HEAVY_TYPES = ("_OpenAICall", "Response", "Stream", "AsyncStream", "ChatCompleti
 
 
 def heavy(found: Counter[str]) -> dict[str, int]:
+    """The :data:`HEAVY_TYPES` among ``found`` (from :func:`cycles_made`), with their counts."""
     return {name: found[name] for name in HEAVY_TYPES if found[name]}

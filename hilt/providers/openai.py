@@ -155,6 +155,8 @@ class _OpenAICall:
                 self.end(lambda ended, ended_ns: self.complete_read(content, ended, ended_ns))
                 return
         self._response_ref = weakref.ref(response)
+        if self.ended:
+            return  # nothing left to catch (and no hook would be taken off)
         recording = getattr(type(result), "__hilt_recording__", False)
         if not recording:
             self._maybe_tee(response)
@@ -198,18 +200,20 @@ class _OpenAICall:
     def _finish_later(self, response: Any, watch: bool = True) -> None:
         """Hook the response's ``read``/``close`` (``aread``/``aclose`` for async clients) to write the
         completion when the caller is done; ``watch`` it for abandonment."""
-        if self.ended:
-            return
         attributes = response.__dict__
         names = ("aread", "aclose") if isinstance(self.client, _async_client_class()) else ("read", "close")
         for name in names:
             if name not in attributes:
                 original = getattr(response, name, None)
                 if original is not None:
-                    attributes[name] = hook = self._then_finish(original, asynchronous=name[0] == "a")
-                    self._hooks += ((name, hook),)
+                    self._set_hook(attributes, name, self._then_finish(original, asynchronous=name[0] == "a"))
         if watch:
             self.watch(response)
+
+    def _set_hook(self, attributes: dict[str, Any], name: str, hook: Any) -> None:
+        """Put ``hook`` in the response's ``__dict__`` as ``name``, to be taken off by :meth:`_unhook`."""
+        attributes[name] = hook
+        self._hooks += ((name, hook),)
 
     def _unhook(self) -> None:
         """The call has ended: take hilt's hooks off the response. A hook holds the response's own bound
@@ -298,8 +302,7 @@ class _OpenAICall:
                 if not call_ref.in_next:
                     call_ref.on_http_closed()
 
-            attributes["iter_bytes"] = iter_bytes
-            self._hooks += (("iter_bytes", iter_bytes),)
+            self._set_hook(attributes, "iter_bytes", iter_bytes)
         if "aiter_bytes" not in attributes and hasattr(response, "aiter_bytes"):
             original_aiter_bytes = response.aiter_bytes
 
@@ -320,8 +323,7 @@ class _OpenAICall:
                 if not call_ref.in_next:
                     call_ref.on_http_closed()
 
-            attributes["aiter_bytes"] = aiter_bytes
-            self._hooks += (("aiter_bytes", aiter_bytes),)
+            self._set_hook(attributes, "aiter_bytes", aiter_bytes)
 
     def _facts_from_sse(self, data: bytes, completed: bool) -> ResponseFacts:
         """Facts from raw server-sent-event bytes (a stream the caller read as bytes)."""
