@@ -171,6 +171,53 @@ def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
     return statistics.median(plain), statistics.median(r - p for r, p in zip(recorded, plain))
 
 
+def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> tuple[float, float]:
+    """hilt's work per stream chunk without the two threads' interplay: the recorder is kept from running while a
+    block of streams goes on, and its tasks then run on the caller's thread (``hilt.flush()``). Returns the slope
+    from the short to the long stream of the caller's median added wall time per call, and of the added CPU per
+    call (the caller's during the block plus the recorder's tasks after it), paired without / with hilt."""
+    clients = {n: make_client(n) for n in lengths}
+
+    def block(n: int) -> tuple[float, float]:
+        def call() -> object:
+            return list(clients[n].chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+
+        for _ in range(3):
+            call()
+        hilt.flush()
+        settle()
+        _recorder._sleeping, _recorder._heartbeat = False, None  # asleep: a submit neither wakes it nor hands over
+        walls = []
+        gc.disable()
+        try:
+            cpu_start = time.thread_time()
+            for _ in range(20 if n == lengths[0] else 5):
+                start = time.perf_counter()
+                call()
+                walls.append((time.perf_counter() - start) * 1e6)
+            hilt.flush()  # the recorder's tasks for the block, on this thread
+            cpu = (time.thread_time() - cpu_start) * 1e6 / len(walls)
+        finally:
+            gc.enable()
+            _recorder._sleeping = True
+        return statistics.median(walls), cpu
+
+    added: dict[int, list[tuple[float, float]]] = {n: [] for n in lengths}
+    for round_ in range(rounds):
+        for n in lengths:
+            pair = {}
+            for with_hilt in ((False, True) if round_ % 2 == 0 else (True, False)):
+                with instrumented("work.jsonl") if with_hilt else contextlib.nullcontext():
+                    pair[with_hilt] = block(n)
+            added[n].append((pair[True][0] - pair[False][0], pair[True][1] - pair[False][1]))
+    short, long = lengths
+
+    def slope(index: int) -> float:
+        return statistics.median((a[index] - b[index]) / (long - short) for a, b in zip(added[long], added[short]))
+
+    return slope(0), slope(1)
+
+
 def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
     """The recorder's read of a finished ``chunks``-chunk stream (its event's text, usage, finish reason), as
     hilt keeps the chunks (compacted: text-only chunks as their text) and with every chunk object kept,
@@ -188,7 +235,7 @@ def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
             for data in payloads:
                 state.add(ChatCompletionChunk.model_validate_json(data))
             if not every_chunk:
-                state.compact(1, len(state.chunks))  # done by the recorder while the stream goes on
+                state.compact(1, len(state.chunks))  # done on the caller's thread as the stream goes on
             states.append(state)
         start = time.perf_counter()
         for state in states:
@@ -205,7 +252,7 @@ def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
 def chunk_memory_bytes(chunks: int = 1000) -> tuple[float, float]:
     """Memory per chunk of a chat stream: a parsed chunk object (``tracemalloc``, after a warm-up so the
     SDK's and pydantic's one-time allocations stay out), and what hilt keeps of a chunk that only carries
-    text once it is compacted (the string and its slot in the list)."""
+    text once it is compacted (its share of the joined string and of its slot in the list)."""
     import tracemalloc
 
     from openai.types.chat import ChatCompletionChunk
@@ -220,8 +267,13 @@ def chunk_memory_bytes(chunks: int = 1000) -> tuple[float, float]:
         whole = tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(parsed)
     finally:
         tracemalloc.stop()
-    texts = [chunk.choices[0].delta.content for chunk in parsed if chunk.choices and chunk.choices[0].delta.content]
-    return whole / len(parsed), statistics.mean(sys.getsizeof(text) + 8 for text in texts)
+    from hilt.providers._openai_payloads import ChatStreamState
+
+    state = ChatStreamState(0.0)
+    state.chunks = list(parsed)
+    state.compact(1, len(state.chunks))  # text-only runs joined, as hilt keeps them
+    texts = sum(1 for chunk in parsed if chunk.choices and chunk.choices[0].delta.content)
+    return whole / len(parsed), sum(sys.getsizeof(item) + 8 for item in state.chunks if item.__class__ is str) / texts
 
 
 def caller_path_us(rounds: int, calls: int = 20_000) -> tuple[float, float]:
@@ -379,6 +431,9 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
 
         print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {slope('added'):.2f} µs wall, "
               f"{slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU")
+    work_wall, work_cpu = stream_work_per_chunk(30)
+    print(f"hilt's work per stream chunk, the recorder's tasks run after each block (no interplay of the two threads; "
+          f"slope 20→200 chunks): {work_wall:.2f} µs caller wall, {work_cpu:.2f} µs CPU with the recorder's tasks")
     plain_chunk, added_chunk = chunk_loop_us(15)
     print(f"added per chunk, chunks already parsed (isolated): {added_chunk:.3f} µs over {plain_chunk:.3f} µs plain")
     read_kept, read_every = stream_read_us(15)

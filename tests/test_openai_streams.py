@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import threading
 import weakref
 from typing import Any
 
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 import hilt
+from hilt import _recorder
 from hilt.pricing import cost_usd
 from hilt.testing import ScriptedReply
 from test_openai_support import (  # noqa: F401 - fixtures
@@ -447,8 +449,9 @@ def test_stream_of_empty_deltas_is_empty_text(client, server, tmp_log):
 
 
 def test_compaction_keeps_text_only_chunks_as_text_and_reads_the_same():
-    """Compacting keeps each chunk that only carries text as its string (the first chunk, tool-call, refusal,
-    second-choice, finish and usage chunks stay whole) and the event read is the same as from every chunk."""
+    """Compacting keeps each run of chunks that only carry text as one string, their text joined (the first
+    chunk, tool-call, refusal, second-choice, finish and usage chunks stay whole), and the event read is the
+    same as from every chunk."""
     from openai.types.chat import ChatCompletionChunk
 
     from hilt.providers._openai_payloads import ChatStreamState
@@ -458,11 +461,17 @@ def test_compaction_keeps_text_only_chunks_as_text_and_reads_the_same():
         compacted.add(ChatCompletionChunk.model_validate(frame))
         whole.add(ChatCompletionChunk.model_validate(frame))
     compacted.compact(1, len(compacted.chunks))
-    assert [item for item in compacted.chunks if isinstance(item, str)] == ["Let me ", "", "Still ", "here."]
+    assert [item for item in compacted.chunks if isinstance(item, str)] == ["Let me ", "Still ", "here."]
+    assert len(compacted.chunks) == len(MIXED_STREAM) - 1  # "Let me " and "" are one string now
     assert not isinstance(compacted.chunks[0], str)  # the first chunk carries the model and id
     read, reference = vars(compacted.facts(True)), vars(whole.facts(True))
     read.pop("ttft_ms"), reference.pop("ttft_ms")  # each state took its own first-token time
     assert read == reference and read["text"] == "Let me check. Still here."
+    plain_run = ChatStreamState(0.0)
+    for frame in _long_stream(5):
+        plain_run.add(ChatCompletionChunk.model_validate(frame))
+    plain_run.compact(1, len(plain_run.chunks))
+    assert plain_run.chunks[1:-1] == ["w0 w1 w2 w3 w4 "] and plain_run.chunks[-1].choices[0].finish_reason == "stop"
     plain_dicts = ChatStreamState(0.0)  # odd chunks (plain dicts) stay whole and are read by the careful reader
     for frame in MIXED_STREAM:
         plain_dicts.add(copy.deepcopy(frame))
@@ -476,9 +485,29 @@ def _long_stream(words: int) -> list[dict[str, Any]]:
             _chunk({}, finish="stop")]
 
 
+def test_a_stream_state_compacts_what_is_left_once_when_the_stream_ends():
+    """At the stream's end the chunks since the last compaction are compacted, and never again afterwards:
+    from then on the recorder reads the list (a chunk still pulled after a close is only appended)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from hilt.providers._openai_payloads import COMPACT_EVERY, ChatStreamState
+
+    state = ChatStreamState(0.0)
+    for frame in _long_stream(3):
+        state.add(ChatCompletionChunk.model_validate(frame))
+    state.end()
+    assert state.chunks[1:-1] == ["w0 w1 w2 "]
+    late = ChatCompletionChunk.model_validate(_chunk({"content": "late"}))
+    state.chunks.extend([late] * (2 * COMPACT_EVERY))
+    assert len(state.chunks) < state.compact_at  # the caller's length check never compacts again
+    state.end()
+    assert state.chunks.count(late) == 2 * COMPACT_EVERY
+    assert state.facts(True).text == "w0 w1 w2 " + "late" * (2 * COMPACT_EVERY)
+
+
 def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_log):
-    """Mid-stream, the chunks the caller has dropped are freed (hilt keeps their text, compacted by the
-    recorder as the stream goes on), and the event still has the whole text."""
+    """Mid-stream, the chunks the caller has dropped are freed (hilt keeps their text, compacted every 64
+    chunks as the stream goes on), and the event still has the whole text."""
     hilt.instrument(filepath=tmp_log)
     words = 400
     server.enqueue(ScriptedReply.sse(_long_stream(words)))
@@ -488,7 +517,6 @@ def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_
         if 0 < index <= 300:
             seen.append(weakref.ref(chunk))
         if index == 300:
-            hilt.flush()  # the recorder's compactions so far are done
             gc.collect()
             alive = sum(ref() is not None for ref in seen)
             assert alive <= 64 + 1, alive  # at most the chunks since the last compaction (and the current one)
@@ -496,6 +524,29 @@ def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_
     end = one_call(tmp_log)[1]
     assert end["content"]["text"] == "".join(f"w{i} " for i in range(words))
     assert end["extensions"]["stream_completed"] is True
+
+
+def test_a_finished_stream_keeps_no_text_chunk_while_its_event_waits(client, server, tmp_log):
+    """When a stream ends, hilt keeps the text of its text-only chunks, not the chunk objects: the chunks the
+    caller lets go of are freed at once, on its thread, as without hilt, even while the completion event still
+    waits for a busy recorder (kept until then, they would be freed later by the recorder)."""
+    hilt.instrument(filepath=tmp_log)
+    words = 30
+    server.enqueue(ScriptedReply.sse(_long_stream(words)))
+    release, busy = threading.Event(), threading.Event()
+    _recorder.submit(lambda: (busy.set(), release.wait(30)))  # the recorder is held up ...
+    try:
+        assert busy.wait(10)
+        chunks = list(_stream(client))
+        text_chunks = [weakref.ref(chunk) for chunk in chunks[1:1 + words]]
+        del chunks
+        assert _recorder.pending()  # ... so the completion still waits
+        assert [ref() for ref in text_chunks] == [None] * words  # freed by reference counting, no collection
+    finally:
+        release.set()
+    end = one_call(tmp_log)[1]
+    assert end["content"]["text"] == "".join(f"w{i} " for i in range(words))
+    assert end["extensions"]["finish_reason"] == "stop" and end["extensions"]["stream_completed"] is True
 
 
 async def test_async_long_stream_frees_its_text_chunks(aclient, server, tmp_log):
@@ -509,7 +560,6 @@ async def test_async_long_stream_frees_its_text_chunks(aclient, server, tmp_log)
         if 0 < index <= 250:
             seen.append(weakref.ref(chunk))
         if index == 250:
-            hilt.flush()
             gc.collect()
             assert sum(ref() is not None for ref in seen) <= 64 + 1
         index += 1

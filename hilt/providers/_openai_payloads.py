@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ._calls import RequestFacts, ResponseFacts
@@ -281,10 +281,9 @@ def read_response(operation: str, body: Any) -> ResponseFacts:
 
 class _StreamState:
     """Keeps a stream's chunks (per chunk on the caller's thread: an append, a length check and, until the
-    first token, a look at the chunk). Chat streams are compacted as they go, by the recorder: see
-    :meth:`compaction_due`."""
+    first token, a look at the chunk). Chat streams are compacted as they go: see :meth:`compact_recent`."""
 
-    #: The length of :attr:`chunks` at which the next compaction is due (never, unless a subclass compacts).
+    #: The length of :attr:`chunks` at which :meth:`compact_recent` is due (never, unless a subclass compacts).
     compact_at: int = sys.maxsize
 
     def __init__(self, started: float) -> None:
@@ -297,10 +296,19 @@ class _StreamState:
         if self.first_token_at is None:
             self.look_for_first_token(chunk)
 
-    def compaction_due(self) -> Callable[[], None]:
-        """The task that compacts the chunks kept since the last one (for the recorder thread); the caller
-        calls this when ``len(chunks) >= compact_at``."""
-        raise NotImplementedError
+    def compact_recent(self) -> None:
+        """Compact the chunks kept whole since the last compaction (nothing to do unless a subclass compacts).
+
+        The caller's thread calls it when ``len(chunks) >= compact_at`` and when the stream ends, while those
+        chunks are still in its CPU cache: the chunk objects the caller drops are then freed on its thread
+        at once, as without hilt, not later by the recorder after the caller has allocated fresh memory."""
+
+    def end(self) -> None:
+        """The stream has ended: compact what is left, once. From now on the recorder reads the chunks, so
+        nothing compacts them again (a chunk the caller still pulls after a close is only appended)."""
+        if self.compact_at != sys.maxsize:
+            self.compact_recent()
+            self.compact_at = sys.maxsize
 
     def look_for_first_token(self, chunk: Any) -> None:
         """Note the time if ``chunk`` is the first to carry output (text, a tool call, a refusal)."""
@@ -347,7 +355,7 @@ def _merge_tool_calls(delta: Any, calls: dict[int, dict[str, Any]]) -> None:
         merged["arguments"] += _get(legacy, "arguments") or ""
 
 
-#: Chat stream chunks kept whole between two compactions (see :meth:`ChatStreamState.compaction_due`).
+#: Chat stream chunks kept whole between two compactions (see :meth:`_StreamState.compact_recent`).
 COMPACT_EVERY = 64
 
 
@@ -392,19 +400,29 @@ class ChatStreamState(_StreamState):
 
     compact_at = 1 + COMPACT_EVERY  # the first chunk stays whole: it carries the model and id
 
-    def compaction_due(self) -> Callable[[], None]:
-        start, end = self.compact_at - COMPACT_EVERY, len(self.chunks)
-        self.compact_at = end + COMPACT_EVERY
-        return functools.partial(self.compact, start, end)
+    def compact_recent(self) -> None:
+        self.compact(self.compact_at - COMPACT_EVERY, len(self.chunks))
+        self.compact_at = len(self.chunks) + COMPACT_EVERY
 
     def compact(self, start: int, end: int) -> None:
-        """Replace each chunk in ``chunks[start:end]`` that only carries text by its text, so its memory is
-        freed while the stream goes on (a parsed chunk holds about 2.4 KB, its text about 65 bytes)."""
+        """Replace each run of chunks in ``chunks[start:end]`` that only carry text by one string, their text
+        joined, so the chunks are freed while the stream goes on (a parsed chunk holds about 2.4 KB; its text
+        about 65 bytes, less once joined, and its own small string goes with the chunk)."""
         chunks = self.chunks
-        for index in range(start, end):
-            text = _text_only(chunks[index])
+        kept: list[Any] = []
+        texts: list[str] = []
+        for chunk in chunks[start:end]:
+            text = _text_only(chunk)
             if text is not None:
-                chunks[index] = text
+                texts.append(text)
+                continue
+            if texts:
+                kept.append("".join(texts))
+                texts = []
+            kept.append(chunk)
+        if texts:
+            kept.append("".join(texts))
+        chunks[start:end] = kept
 
     def _read(self) -> ResponseFacts:
         chunks = self.chunks

@@ -115,6 +115,11 @@ class _OpenAICall:
         ended_ns = time.time_ns()
         if self._hooks:
             self._unhook()
+        if self.state is not None:
+            try:
+                self.state.end()  # hilt keeps no chunk object the caller lets go of (see compact_recent)
+            except Exception as exc:
+                report_failure("openai: compacting a stream's chunks", exc)
 
         def closing_task() -> None:
             try:
@@ -561,6 +566,13 @@ def _call_of(stream: Any) -> _OpenAICall | None:
     return getattr(response, "__dict__", {}).get("_hilt_call") if response is not None else None
 
 
+def _compact_recent(state: Any) -> None:
+    try:
+        state.compact_recent()
+    except Exception as exc:
+        report_failure("openai: compacting a stream's chunks", exc)
+
+
 def _look_for_first_token(state: Any, item: Any) -> None:
     try:
         state.look_for_first_token(item)
@@ -593,7 +605,7 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             chunks = state.chunks
             chunks.append(item)
             if len(chunks) >= state.compact_at:
-                submit(state.compaction_due())
+                _compact_recent(state)
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
@@ -645,7 +657,7 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             chunks = state.chunks
             chunks.append(item)
             if len(chunks) >= state.compact_at:
-                submit(state.compaction_due())
+                _compact_recent(state)
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
