@@ -537,7 +537,10 @@ def test_a_finished_stream_keeps_no_text_chunk_while_its_event_waits(client, ser
     _recorder.submit(lambda: (busy.set(), release.wait(30)))  # the recorder is held up ...
     try:
         assert busy.wait(10)
-        chunks = list(_stream(client))
+        stream = _stream(client)
+        chunks = list(stream)
+        assert stream._hilt_call._watchers == ()  # ended: no finalizer left to run when the stream is dropped
+        del stream
         text_chunks = [weakref.ref(chunk) for chunk in chunks[1:1 + words]]
         del chunks
         assert _recorder.pending()  # ... so the completion still waits

@@ -115,6 +115,8 @@ class _OpenAICall:
         ended_ns = time.time_ns()
         if self._hooks:
             self._unhook()
+        if self._watchers:
+            self._unwatch()  # now, not in the closing task: a finalizer left on would run when the caller drops the stream
         if self.state is not None:
             try:
                 self.state.end()  # hilt keeps no chunk object the caller lets go of (see compact_recent)
@@ -270,14 +272,17 @@ class _OpenAICall:
         if not self.ended:
             self._watchers += (weakref.finalize(owner, _finish_abandoned, self),)
 
-    def _release(self) -> None:
-        """After the closing event: drop the chunks and body copies, and the abandonment watches (nothing
-        keeps the call alive longer than the caller's objects)."""
-        self.state = None
-        self.tee = None
+    def _unwatch(self) -> None:
+        """The call has ended: nothing is left to catch if its stream or response is abandoned."""
         watchers, self._watchers = self._watchers, ()
         for watcher in watchers:
             watcher.detach()
+
+    def _release(self) -> None:
+        """After the closing event: drop the chunks and body copies (nothing keeps the call alive longer
+        than the caller's objects)."""
+        self.state = None
+        self.tee = None
 
     def _maybe_tee(self, response: Any) -> None:
         if self.operation in KNOWN_OPERATIONS:
