@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -302,13 +303,21 @@ class _StreamState:
         The caller's thread calls it when ``len(chunks) >= compact_at`` and when the stream ends, while those
         chunks are still in its CPU cache: the chunk objects the caller drops are then freed on its thread
         at once, as without hilt, not later by the recorder after the caller has allocated fresh memory."""
+        with _compaction_lock:
+            if self.compact_at != sys.maxsize:  # not ended meanwhile (a close on another thread)
+                self.compact(self.compact_at - COMPACT_EVERY, len(self.chunks))
+                self.compact_at = len(self.chunks) + COMPACT_EVERY
 
     def end(self) -> None:
         """The stream has ended: compact what is left, once. From now on the recorder reads the chunks, so
         nothing compacts them again (a chunk the caller still pulls after a close is only appended)."""
-        if self.compact_at != sys.maxsize:
-            self.compact_recent()
-            self.compact_at = sys.maxsize
+        with _compaction_lock:  # after a compaction in progress on another thread
+            if self.compact_at != sys.maxsize:
+                self.compact(self.compact_at - COMPACT_EVERY, len(self.chunks))
+                self.compact_at = sys.maxsize
+
+    def compact(self, start: int, end: int) -> None:
+        """Compact ``chunks[start:end]`` (a subclass that keeps less than whole chunks says how)."""
 
     def look_for_first_token(self, chunk: Any) -> None:
         """Note the time if ``chunk`` is the first to carry output (text, a tool call, a refusal)."""
@@ -357,6 +366,9 @@ def _merge_tool_calls(delta: Any, calls: dict[int, dict[str, Any]]) -> None:
 
 #: Chat stream chunks kept whole between two compactions (see :meth:`_StreamState.compact_recent`).
 COMPACT_EVERY = 64
+#: Held while a stream's chunks are compacted: a stream closed on another thread while its caller's thread
+#: compacts waits for that compaction (every 64 chunks and at the end: no contention to speak of).
+_compaction_lock = threading.Lock()
 
 
 def _text_only(chunk: Any) -> str | None:
@@ -399,10 +411,6 @@ class ChatStreamState(_StreamState):
         return bool(_get(delta, "content") or _get(delta, "tool_calls") or _get(delta, "refusal"))
 
     compact_at = 1 + COMPACT_EVERY  # the first chunk stays whole: it carries the model and id
-
-    def compact_recent(self) -> None:
-        self.compact(self.compact_at - COMPACT_EVERY, len(self.chunks))
-        self.compact_at = len(self.chunks) + COMPACT_EVERY
 
     def compact(self, start: int, end: int) -> None:
         """Replace each run of chunks in ``chunks[start:end]`` that only carry text by one string, their text

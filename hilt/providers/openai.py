@@ -18,7 +18,7 @@ import time
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, get_origin
 
@@ -118,10 +118,7 @@ class _OpenAICall:
         if self._watchers:
             self._unwatch()  # now, not in the closing task: a finalizer left on would run when the caller drops the stream
         if self.state is not None:
-            try:
-                self.state.end()  # hilt keeps no chunk object the caller lets go of (see compact_recent)
-            except Exception as exc:
-                report_failure("openai: compacting a stream's chunks", exc)
+            _compacting(self.state.end)  # hilt keeps no chunk object the caller lets go of (see compact_recent)
 
         def closing_task() -> None:
             try:
@@ -571,9 +568,9 @@ def _call_of(stream: Any) -> _OpenAICall | None:
     return getattr(response, "__dict__", {}).get("_hilt_call") if response is not None else None
 
 
-def _compact_recent(state: Any) -> None:
+def _compacting(step: Callable[[], None]) -> None:
     try:
-        state.compact_recent()
+        step()
     except Exception as exc:
         report_failure("openai: compacting a stream's chunks", exc)
 
@@ -610,7 +607,7 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             chunks = state.chunks
             chunks.append(item)
             if len(chunks) >= state.compact_at:
-                _compact_recent(state)
+                _compacting(state.compact_recent)
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
@@ -662,7 +659,7 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             chunks = state.chunks
             chunks.append(item)
             if len(chunks) >= state.compact_at:
-                _compact_recent(state)
+                _compacting(state.compact_recent)
             if state.first_token_at is None:
                 _look_for_first_token(state, item)
         return item
