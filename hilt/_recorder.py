@@ -9,9 +9,7 @@ the oldest ones itself, so memory stays bounded however fast calls come.
 
 Waking a sleeping thread is a system call on the caller's thread (and, on a VM, an interrupt to
 another CPU), so after its last task the recorder lingers for :data:`LINGER_S`, looking for new
-tasks every :data:`POLL_S`: while calls keep coming they are handed over with a plain append. Each
-look takes the GIL, from a caller that may be busy (tens of microseconds of its time on a VM), so
-the recorder looks seldom and does what it finds in one batch.
+tasks every :data:`POLL_S`: while calls keep coming they are handed over with a plain append.
 
 A caller that never waits (a fast local server, a mock transport) but gives up the GIL for short
 system calls starves the recorder: CPython makes the GIL's holder give it up only after
@@ -19,9 +17,10 @@ system calls starves the recorder: CPython makes the GIL's holder give it up onl
 waiting recorder instead, which rarely wins the GIL. So the recorder keeps a heartbeat (its last
 step, or when its next look for tasks is due); a submit that finds it more than :data:`STARVED_S`
 old pauses the caller for :data:`HAND_OVER_S` and waits, at most :data:`HAND_OVER_WAIT_S`, while the
-recorder does its batch, so a busy caller hands over about once per look. A recorder that makes no
-progress even then is blocked (a slow handler), not starved: callers leave it alone for a while,
-longer each time, up to :data:`BACK_OFF_S`.
+recorder does its batch. A recorder that was starved looks for tasks every :data:`BUSY_POLL_S`, so
+a busy caller hands over once per batch. A recorder that makes no progress even then is blocked (a
+slow handler), not starved: callers leave it alone for a while, longer each time, up to
+:data:`BACK_OFF_S`.
 """
 
 from __future__ import annotations
@@ -41,20 +40,21 @@ __all__ = ["MAX_PENDING", "drain", "pending", "run_inline", "submit"]
 #: Tasks allowed to wait for the recorder thread before callers start doing the backlog themselves.
 MAX_PENDING = 10_000
 
-#: How long the recorder keeps looking for new tasks after its last one before it sleeps (at least two
-#: looks), and how often it looks (a task waits at most this long while the recorder lingers). Looking
-#: every 5 ms instead cost a chat call 8-26 µs more in benchmarks/overhead.py (paired, same process).
-LINGER_S = 0.1
-POLL_S = 0.05
+#: How long the recorder keeps looking for new tasks after its last one before it sleeps, and how often
+#: it looks (a task waits at most this long while the recorder lingers).
+LINGER_S = 0.05
+POLL_S = 0.005
 
 #: A recorder whose heartbeat is older than the switch interval is starved by a busy caller's short releases
 #: (without them CPython would have switched). The caller then hands the GIL over for :data:`HAND_OVER_S` and
 #: waits up to :data:`HAND_OVER_WAIT_S` for the batch; no progress means a blocked recorder: no hand-over for
-#: twice :data:`POLL_S`, doubling with each such hand-over in a row up to :data:`BACK_OFF_S`.
+#: twice :data:`BUSY_POLL_S`, doubling with each such hand-over in a row up to :data:`BACK_OFF_S`. A starved
+#: recorder looks for tasks every :data:`BUSY_POLL_S`.
 STARVED_S = max(0.002, sys.getswitchinterval())
 HAND_OVER_S = 0.0002
 HAND_OVER_WAIT_S = 0.01
 BACK_OFF_S = 1.0
+BUSY_POLL_S = 0.05
 
 Task = Callable[[], None]
 
@@ -104,7 +104,7 @@ def _hand_over() -> None:
     if busy and _heartbeat == before:  # in a batch, and no step taken while the GIL was free: blocked, not starved
         # (or one long step, such as a garbage collection): leave it alone for longer each time, up to BACK_OFF_S
         _stalls += 1
-        _no_hand_over_until = time.monotonic() + min(BACK_OFF_S, POLL_S * 2 ** _stalls)
+        _no_hand_over_until = time.monotonic() + min(BACK_OFF_S, BUSY_POLL_S * 2 ** _stalls)
     else:
         _stalls = 0
 
@@ -197,35 +197,39 @@ def _serve() -> None:
         if not _pending:
             _wake.get()  # a spare token from a race only costs one empty turn
         _sleeping = False
-        _beat()
-        while True:
+        poll = _next_poll()
+        while poll:
             while _pending:
                 with _lock:  # per batch (what is pending now, for at most HAND_OVER_WAIT_S and one task), so
                     # a drain or a caller over MAX_PENDING on another thread gets its turn behind a slow handler
                     _run_pending(len(_pending), until=time.monotonic() + HAND_OVER_WAIT_S)
-            if not _linger():
-                break
+            poll = _linger(poll)
 
 
-def _beat() -> None:
-    """The recorder has the GIL again: its heartbeat is now."""
+def _next_poll() -> float:
+    """The recorder runs again: its poll interval from now on, :data:`BUSY_POLL_S` if it had to wait more than
+    :data:`STARVED_S` for the GIL (starved), else :data:`POLL_S`."""
     global _heartbeat
-    _heartbeat = time.monotonic()
+    now = time.monotonic()
+    starved = _heartbeat is not None and now - _heartbeat > STARVED_S
+    _heartbeat = now
+    return BUSY_POLL_S if starved else POLL_S
 
 
-def _linger() -> bool:
-    """After the last task, look for new ones every :data:`POLL_S` for :data:`LINGER_S` (at least two looks)
+def _linger(poll: float) -> float:
+    """After the last task, look for new ones every ``poll`` seconds for :data:`LINGER_S` (at least two looks)
     before sleeping: while the recorder lingers, a call's tasks need no wake-up (no system call on the
-    caller's thread). True when a task came."""
+    caller's thread). Returns the poll interval to go on with when a task came (:data:`BUSY_POLL_S` while
+    the recorder is starved), 0.0 when none did."""
     global _heartbeat
-    deadline = time.monotonic() + max(LINGER_S, 2 * POLL_S)
+    deadline = time.monotonic() + max(LINGER_S, 2 * poll)
     while time.monotonic() < deadline:
-        _heartbeat = time.monotonic() + POLL_S  # not due before then: no hand-over while it sleeps
-        time.sleep(POLL_S)
-        _beat()
+        _heartbeat = time.monotonic() + poll  # not due before then: no hand-over while it sleeps
+        time.sleep(poll)
+        poll = _next_poll()
         if _pending:
-            return True
-    return False
+            return poll
+    return 0.0
 
 
 def _start_thread() -> None:

@@ -314,7 +314,7 @@ def test_a_busy_caller_does_not_starve_the_recorder(tmp_path):
     by_recorder = ran_on.count("hilt-recorder")
     _recorder.drain()
     assert len(ran_on) == submitted
-    # The recorder looks for tasks every POLL_S and hands over when starved: only about the last poll's worth is left
+    # The recorder looks for tasks every BUSY_POLL_S while it is starved: only about the last poll's worth is left
     # (a starved recorder did 2-10% here; 60% leaves room for a hand-over that finds it busy and backs off).
     assert by_recorder >= 0.6 * submitted, (by_recorder, submitted)
 
@@ -354,15 +354,14 @@ def test_the_recorder_thread_survives_a_failure_of_its_own(monkeypatch, internal
     """A bug in the recorder's own loop (not in a task) is reported, and the thread goes on serving tasks."""
     failed: list[int] = []
 
-    def broken_beat() -> None:
+    def broken_next_poll() -> float:
         if not failed:
             failed.append(1)
             raise RuntimeError("recorder loop bug")
-        real_beat()
+        return _recorder.POLL_S
 
     _wait_until_the_recorder_sleeps()  # so the next task wakes it, and its loop runs (and fails) again
-    real_beat = _recorder._beat
-    monkeypatch.setattr(_recorder, "_beat", broken_beat)
+    monkeypatch.setattr(_recorder, "_next_poll", broken_next_poll)
     ran_on: list[str] = []
     done = threading.Event()
     _recorder.submit(lambda: ran_on.append(threading.current_thread().name))
