@@ -303,18 +303,20 @@ class _StreamState:
         The caller's thread calls it when ``len(chunks) >= compact_at`` and when the stream ends, while those
         chunks are still in its CPU cache: the chunk objects the caller drops are then freed on its thread
         at once, as without hilt, not later by the recorder after the caller has allocated fresh memory."""
-        with _compaction_lock:
-            if self.compact_at != sys.maxsize:  # not ended meanwhile (a close on another thread)
-                self.compact(self.compact_at - COMPACT_EVERY, len(self.chunks))
-                self.compact_at = len(self.chunks) + COMPACT_EVERY
+        self._compact_since_last(ending=False)
 
     def end(self) -> None:
         """The stream has ended: compact what is left, once. From now on the recorder reads the chunks, so
         nothing compacts them again (a chunk the caller still pulls after a close is only appended)."""
-        with _compaction_lock:  # after a compaction in progress on another thread
+        self._compact_since_last(ending=True)
+
+    def _compact_since_last(self, ending: bool) -> None:
+        if self.compact_at == sys.maxsize:
+            return  # a state that does not compact, or a stream that has ended
+        with _compaction_lock:  # after a compaction in progress on another thread (a close there)
             if self.compact_at != sys.maxsize:
                 self.compact(self.compact_at - COMPACT_EVERY, len(self.chunks))
-                self.compact_at = sys.maxsize
+                self.compact_at = sys.maxsize if ending else len(self.chunks) + COMPACT_EVERY
 
     def compact(self, start: int, end: int) -> None:
         """Compact ``chunks[start:end]`` (a subclass that keeps less than whole chunks says how)."""
