@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import sys
 import threading
 import weakref
 from typing import Any
@@ -503,6 +504,49 @@ def test_a_stream_state_compacts_what_is_left_once_when_the_stream_ends():
     state.end()
     assert state.chunks.count(late) == 2 * COMPACT_EVERY
     assert state.facts(True).text == "w0 w1 w2 " + "late" * (2 * COMPACT_EVERY)
+
+
+def test_a_stream_closed_on_another_thread_waits_for_the_compaction_in_progress():
+    """A close on another thread while the caller's thread compacts: the close's end-of-stream compaction waits
+    for the one in progress (never two at once on one list), then compacts the rest, once; the text is whole."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from hilt.providers._openai_payloads import COMPACT_EVERY, ChatStreamState
+
+    inside, go_on = threading.Event(), threading.Event()
+
+    class SlowState(ChatStreamState):
+        running = 0
+        overlapped = False
+
+        def compact(self, start: int, end: int) -> None:
+            SlowState.running += 1
+            SlowState.overlapped |= SlowState.running > 1
+            if not inside.is_set():
+                inside.set()
+                assert go_on.wait(10)
+            super().compact(start, end)
+            SlowState.running -= 1
+
+    state = SlowState(0.0)
+    words = COMPACT_EVERY + 10
+    for frame in _long_stream(words)[:COMPACT_EVERY + 1]:
+        state.chunks.append(ChatCompletionChunk.model_validate(frame))
+    caller = threading.Thread(target=state.compact_recent)
+    caller.start()
+    assert inside.wait(10)  # the caller's thread is inside its compaction
+    for frame in _long_stream(words)[COMPACT_EVERY + 1:]:
+        state.chunks.append(ChatCompletionChunk.model_validate(frame))
+    closer = threading.Thread(target=state.end)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # the close waits for the compaction in progress
+    go_on.set()
+    caller.join(10)
+    closer.join(10)
+    assert not SlowState.overlapped
+    assert state.compact_at == sys.maxsize  # ended: nothing compacts the list again
+    assert state.facts(True).text == "".join(f"w{i} " for i in range(words))
 
 
 def test_long_stream_frees_its_text_chunks_while_it_goes_on(client, server, tmp_log):
