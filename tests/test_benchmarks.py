@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -46,3 +49,19 @@ def test_overhead_benchmark_chat_only_reports_just_the_chat_calls():
     assert result.returncode == 0, result.stderr
     assert len(re.findall(r"^\S+ ms\s+chat call\s+\d", result.stdout, re.M)) == 2, result.stdout
     assert "stream" not in result.stdout  # no stream rows, slopes or chunk figures
+
+
+def test_instruction_benchmark_counts_a_chat_call_with_and_without_hilt():
+    """The chat call only, runs of one and two calls under valgrind: the row has the SDK's and hilt's counts."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "instructions.py"), "--chat-only", "--calls", "1,2"],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    row = re.search(r"^chat call\s+([\d,]+)\s+(\d+\.\d)\s+(-?[\d,]+)\s+-?\d+\.\d+%\s+-?\d+\.\d+\s+(-?[\d,]+)\s+-?\d+\.\d+$",
+                    result.stdout, re.M)
+    assert row, result.stdout
+    sdk, whole, caller = (int(row.group(i).replace(",", "")) for i in (1, 3, 4))
+    assert sdk > 1_000_000  # a real SDK call through the mock transport, counted
+    assert whole > caller  # the recorder's tasks (reading, pricing, writing two events) are counted too
+    assert result.stderr == ""
