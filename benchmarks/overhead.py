@@ -115,11 +115,12 @@ def settle() -> None:
         time.sleep(0.005)
 
 
-def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float, int]:
+def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float, int, float]:
     """One block of ``calls`` calls: the median wall time of a call on the caller's thread, the median CPU
     time of the caller's thread alone, and the process CPU time per call (all threads: what the recorder
-    thread spends in the background counts here), all in µs; and the recorder's tasks still waiting at the
-    end of the block (done by ``hilt.flush()``, outside the per-call figures)."""
+    thread spends in the background counts here), all in µs; the recorder's tasks still waiting at the
+    end of the block (done by ``hilt.flush()``, outside the per-call figures); and the mean wall time of a
+    call (where the median leaves out the calls the recorder's batches fell in, the mean shares them out)."""
     settle()
     for _ in range(max(3, calls // 5)):
         fn()
@@ -137,7 +138,7 @@ def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float, i
         cpu = (time.process_time() - cpu_start) * 1e6 / calls
     finally:
         gc.enable()
-    return statistics.median(walls), statistics.median(threads), cpu, backlog
+    return statistics.median(walls), statistics.median(threads), cpu, backlog, statistics.fmean(walls)
 
 
 def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
@@ -365,7 +366,7 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
     # The shared machine's speed moves by tens of percent within a second, so each case runs as many short
     # blocks, without and with hilt back to back, in ABBA order (drift inside a pair hits both sides alike);
     # each figure is the median over pairs of the paired difference (with minus without).
-    names = ("base", "with", "added", "thread", "cpu", "backlog")
+    names = ("base", "with", "added", "thread", "cpu", "backlog", "mean")
     rows = {case: {name: [] for name in names} for case in cases}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.jsonl"
@@ -378,7 +379,7 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
                     measured[with_hilt] = sample(functions[case], calls[case])
                     if with_hilt:
                         hilt.uninstrument()
-                (base, base_thread, base_cpu, _), (wall, thread, cpu, backlog) = measured[False], measured[True]
+                (base, base_thread, base_cpu, _, base_mean), (wall, thread, cpu, backlog, mean) = measured[False], measured[True]
                 row = rows[case]
                 row["base"].append(base)
                 row["with"].append(wall)
@@ -386,6 +387,7 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
                 row["thread"].append(thread - base_thread)
                 row["cpu"].append(cpu - base_cpu)
                 row["backlog"].append(backlog / calls[case])
+                row["mean"].append(mean - base_mean)
         with open(path) as lines:
             written = sum(1 for _ in lines)
     return rows, written
@@ -430,7 +432,7 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
             return statistics.median((a - b) / (long - short) for a, b in zip(many, few))
 
         print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {slope('added'):.2f} µs wall, "
-              f"{slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU")
+              f"{slope('mean'):.2f} µs wall by means, {slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU")
     work_wall, work_cpu = stream_work_per_chunk(30)
     print(f"hilt's work per stream chunk, the recorder's tasks run after each block (no interplay of the two threads; "
           f"slope 20→200 chunks): {work_wall:.2f} µs caller wall, {work_cpu:.2f} µs CPU with the recorder's tasks")
