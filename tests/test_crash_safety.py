@@ -135,6 +135,13 @@ def _verify(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return status, capsys.readouterr().out
 
 
+def _whole_event(tail: bytes) -> bool:
+    try:
+        return isinstance(json.loads(tail), dict)
+    except ValueError:
+        return False
+
+
 def _check_file(path: Path, capsys, internal_reports, caplog) -> tuple[list[str], bool]:
     """The checks every killed (or cut) file must pass; returns (intact event ids, torn tail?)."""
     raw = path.read_bytes()
@@ -146,6 +153,11 @@ def _check_file(path: Path, capsys, internal_reports, caplog) -> tuple[list[str]
         assert data["session_id"] == "crash", f"{path}:{number}"
         ids.append(data["event_id"])
     torn = tail != b""
+    if torn and _whole_event(tail):
+        # write(2) stops at a page boundary when the kill arrives: one that falls just before the newline
+        # leaves the whole event without it, which readers take as the event it is
+        ids.append(json.loads(tail)["event_id"])
+        torn = False
     if torn:
         with pytest.raises(ValueError):  # JSONDecodeError, or UnicodeDecodeError when cut inside a character
             json.loads(tail)

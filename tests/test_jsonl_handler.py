@@ -302,3 +302,52 @@ def test_handler_close_logs_repeat_count(internal_reports):
     handler.close()
     messages = [r.getMessage() for r in internal_reports()]
     assert any("OSError in HiltJSONLHandler.emit happened 3 times" in m for m in messages)
+
+def test_a_line_torn_by_a_crash_is_ended_before_the_next_event(tmp_log, read_jsonl, internal_reports):
+    """A file whose last line a crash cut short: the next writer ends that line first, so its own event is a
+    line of its own (glued to the torn one, it would be skipped with it) and the torn one is reported by number."""
+    tmp_log.parent.mkdir()
+    whole = json.dumps(numbered(0).to_dict())
+    tmp_log.write_bytes((whole + "\n" + whole[: len(whole) // 2]).encode())
+    attach(HiltJSONLHandler(tmp_log))
+    hilt.emit(numbered(1))
+    hilt.emit(numbered(2))
+    lines = tmp_log.read_bytes().split(b"\n")
+    assert lines[1] == whole[: len(whole) // 2].encode() and lines[-1] == b""
+    events = list(Session(tmp_log, mode="r").read())
+    assert [event.extensions["seq"] for event in events] == [0, 1, 2]
+    assert any(f"{tmp_log}:2" in message for message in (r.getMessage() for r in internal_reports()))
+
+
+def test_a_file_ending_in_a_newline_gets_no_empty_line(tmp_log):
+    """The check for a torn line adds nothing to a file that ends as it should."""
+    tmp_log.parent.mkdir()
+    tmp_log.write_text(json.dumps(numbered(0).to_dict()) + "\n")
+    attach(HiltJSONLHandler(tmp_log))
+    hilt.emit(numbered(1))
+    assert b"\n\n" not in tmp_log.read_bytes()
+    assert len(tmp_log.read_bytes().splitlines()) == 2
+
+
+def test_a_line_a_full_disk_cut_short_is_ended_before_the_next_one(tmp_log, read_jsonl, monkeypatch):
+    """The disk fills part-way through a line (reported, never raised): once there is room again the next
+    event starts a line of its own, and every line but the cut one reads back."""
+    handler = attach(HiltJSONLHandler(tmp_log))
+    hilt.emit(numbered(0))
+    real_write, calls = os.write, []
+
+    def filling_disk(fd: int, data: bytes) -> int:
+        if fd != handler._fd:
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[: len(data) // 2])  # half the line, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", filling_disk)
+    hilt.emit(numbered(1))
+    monkeypatch.setattr(os, "write", real_write)
+    hilt.emit(numbered(2))
+    lines = tmp_log.read_bytes().split(b"\n")
+    assert len(lines) == 4 and lines[-1] == b""  # line 0, the cut line 1, line 2
+    assert [event.extensions["seq"] for event in Session(tmp_log, mode="r").read()] == [0, 2]

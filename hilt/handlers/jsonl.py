@@ -25,6 +25,8 @@ __all__ = ["DATE_PLACEHOLDER", "HiltJSONLHandler"]
 DATE_PLACEHOLDER = "{date}"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+#: How long a file's tail must stay without its newline before a writer takes it for a line torn by a crash.
+TORN_CHECK_S = 0.002
 
 
 def _make_private_dirs(folder: str) -> None:
@@ -111,6 +113,7 @@ class HiltJSONLHandler(HiltHandler):
         self._day_ends = 0.0
         self._path = self._path_for(time.time())
         self._fd: int | None = None
+        self._tail_unchecked = False  # the file's last line must be ended before the next one is written
         self._inode: tuple[int, int] | None = None
         self._truncate_next_open = mode == "w"
         self._closed = False
@@ -165,9 +168,37 @@ class HiltJSONLHandler(HiltHandler):
             raise HILTError(f"filename: {path!r} is a directory; pass a file path such as 'logs/app.jsonl'") from exc
         except PermissionError as exc:
             raise HILTError(f"filename: {path!r} can't be opened for writing ({exc.strerror})") from exc
+        self._tail_unchecked = not flags & os.O_TRUNC  # an existing file may end in a line torn by a crash
         self._truncate_next_open = False
         stat = os.fstat(fd)
         self._fd, self._inode = fd, (stat.st_dev, stat.st_ino)
+
+    def _end_torn_line(self, fd: int) -> None:
+        """A crash (or a full disk) mid-write can leave the file without its last newline: end that line first,
+        so the next event is a line of its own, not glued to the torn one (which readers then report as
+        malformed and skip, and the new event with it)."""
+        self._tail_unchecked = False
+        try:
+            reader = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                size, last = self._last_byte(fd, reader)
+                if last in (b"\n", b""):
+                    return
+                # Another process's line may be going into the file right now (its size grows page by page
+                # during a write): only a tail that stays torn while nothing is written was left by a crash.
+                time.sleep(TORN_CHECK_S)
+                if self._last_byte(fd, reader) != (size, last):
+                    return
+            finally:
+                os.close(reader)
+        except OSError:
+            return  # unreadable (a write-only file): lines are still written whole
+        os.write(fd, b"\n")
+
+    @staticmethod
+    def _last_byte(fd: int, reader: int) -> tuple[int, bytes]:
+        size = os.fstat(fd).st_size
+        return size, os.pread(reader, 1, size - 1) if size else b""
 
     def _close_fd(self) -> None:
         fd, self._fd, self._inode = self._fd, None, None
@@ -245,13 +276,17 @@ class HiltJSONLHandler(HiltHandler):
             else:
                 data = (self.format(record) + "\n").encode(self.encoding, "backslashreplace")
             fd = self._current_fd(len(data))
+            if self._tail_unchecked:
+                self._end_torn_line(fd)
             try:
                 written = os.write(fd, data)
                 while written < len(data):  # a short write (disk nearly full): finish the line, never tear it silently
+                    self._tail_unchecked = True  # if the rest can't be written, the next line starts a line of its own
                     step = os.write(fd, data[written:])
                     if step == 0:
                         raise OSError(errno.ENOSPC, "no space left for the rest of the line", self._path)
                     written += step
+                self._tail_unchecked = False
                 if self.fsync:
                     os.fsync(fd)
             finally:
