@@ -176,24 +176,26 @@ class HiltJSONLHandler(HiltHandler):
     def _end_torn_line(self, fd: int) -> None:
         """A crash (or a full disk) mid-write can leave the file without its last newline: end that line first,
         so the next event is a line of its own, not glued to the torn one (which readers then report as
-        malformed and skip, and the new event with it)."""
+        malformed and skip, and the new event with it). If the newline can't be written, the next line tries again."""
+        if self._tail_is_torn(fd):
+            os.write(fd, b"\n")
         self._tail_unchecked = False
+
+    def _tail_is_torn(self, fd: int) -> bool:
+        """The file's last byte is not a newline, and stays so: another process's line may be going into the
+        file right now (its size grows page by page during a write), but a crash's torn line does not move."""
         try:
             reader = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             try:
                 size, last = self._last_byte(fd, reader)
                 if last in (b"\n", b""):
-                    return
-                # Another process's line may be going into the file right now (its size grows page by page
-                # during a write): only a tail that stays torn while nothing is written was left by a crash.
+                    return False
                 time.sleep(TORN_CHECK_S)
-                if self._last_byte(fd, reader) != (size, last):
-                    return
+                return self._last_byte(fd, reader) == (size, last)
             finally:
                 os.close(reader)
         except OSError:
-            return  # unreadable (a write-only file): lines are still written whole
-        os.write(fd, b"\n")
+            return False  # unreadable (a write-only file): lines are still written whole
 
     @staticmethod
     def _last_byte(fd: int, reader: int) -> tuple[int, bytes]:
