@@ -375,16 +375,21 @@ _compaction_lock = threading.Lock()
 
 def _text_only(chunk: Any) -> str | None:
     """The text of a chat chunk that carries nothing else (one choice, index 0, no finish reason, usage,
-    tool call, refusal or function call), else ``None``: such a chunk can be kept as its text."""
+    tool call, refusal or function call), else ``None``: such a chunk can be kept as its text.
+
+    Reads the models' ``__dict__`` (where pydantic keeps their fields): an attribute of a pydantic model
+    goes through its ``__getattr__`` hook, about three times a plain attribute, and this runs for every
+    chunk on the caller's thread. A shape without those fields (a dict, another SDK version) is kept whole."""
     try:
-        choices = chunk.choices
-        if chunk.usage is not None or len(choices) != 1:
+        fields = chunk.__dict__
+        choices = fields["choices"]
+        if fields["usage"] is not None or len(choices) != 1:
             return None
-        choice = choices[0]
-        delta = choice.delta
-        content = delta.content
-        if (content.__class__ is str and choice.index == 0 and choice.finish_reason is None
-                and delta.tool_calls is None and delta.refusal is None and delta.function_call is None):
+        choice = choices[0].__dict__
+        delta = choice["delta"].__dict__
+        content = delta["content"]
+        if (content.__class__ is str and choice["index"] == 0 and choice["finish_reason"] is None
+                and delta["tool_calls"] is None and delta["refusal"] is None and delta["function_call"] is None):
             return content
     except Exception:
         pass  # a dict or an odd shape: kept whole, for the careful reader

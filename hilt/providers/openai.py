@@ -585,6 +585,9 @@ def _look_for_first_token(state: Any, item: Any) -> None:
 def _sync_stream_namespace(base: type) -> dict[str, Any]:
     """``__next__`` that sees each chunk (``__iter__`` returns the stream itself, so ``for`` loops use it)."""
     base_next = base.__next__  # type: ignore[attr-defined]
+    from openai import Stream
+
+    sdk_next = base_next is Stream.__next__  # the SDK's own: its body, inline, saves a Python call per chunk
 
     def __next__(self: Any) -> Any:
         call = self._hilt_call
@@ -592,7 +595,7 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             return base_next(self)
         call.in_next = True
         try:
-            item = base_next(self)
+            item = self._iterator.__next__() if sdk_next else base_next(self)
         except StopIteration:
             call.in_next = False
             call.stream_ended(completed=True)
