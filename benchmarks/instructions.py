@@ -40,7 +40,7 @@ import openai  # noqa: E402
 
 import hilt  # noqa: E402
 from hilt import _recorder  # noqa: E402
-from overhead import MESSAGES, chat_call, make_client  # noqa: E402
+from overhead import chat_call, make_client, stream_call  # noqa: E402
 
 MODES = ("without", "with", "caller only")
 #: Calls per case: (fewer, more); the difference is what one call costs.
@@ -49,10 +49,7 @@ CALLS = (4, 12)
 
 def call_for(chunks: int) -> Callable[[], object]:
     """A chat call (``chunks == 0``) or a stream of ``chunks`` content chunks read to its end, through the SDK."""
-    client = make_client(chunks or 20)
-    if not chunks:
-        return functools.partial(chat_call, client)
-    return lambda: list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    return functools.partial(stream_call if chunks else chat_call, make_client(chunks or 20))
 
 
 def worker(mode: str, chunks: int, calls: int) -> None:

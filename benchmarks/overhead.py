@@ -95,6 +95,11 @@ def chat_call(client: openai.OpenAI) -> object:
     return client.chat.completions.create(model="gpt-4o", messages=MESSAGES, temperature=0.2)
 
 
+def stream_call(client: openai.OpenAI) -> list[object]:
+    """The streamed chat call every stream case makes, read to its end."""
+    return list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+
+
 @contextlib.contextmanager
 def instrumented(name: str) -> Iterator[None]:
     """hilt on (JSONL file ``name`` in a temporary folder, OpenAI only) for the ``with`` block."""
@@ -180,9 +185,7 @@ def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> 
     clients = {n: make_client(n) for n in lengths}
 
     def block(n: int) -> tuple[float, float]:
-        def call() -> object:
-            return list(clients[n].chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
-
+        call = functools.partial(stream_call, clients[n])
         for _ in range(3):
             call()
         hilt.flush()
@@ -356,11 +359,7 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
     for server, latency, gap, lengths in SERVERS:
         for kind in (case[1] for case in cases if case[0] == server):
             client = make_client(int(kind[6:]) if kind != "chat" else 20, latency, gap)
-            if kind == "chat":
-                functions[server, kind] = functools.partial(chat_call, client)
-            else:
-                functions[server, kind] = lambda c=client: list(c.chat.completions.create(
-                    model="gpt-4o", messages=MESSAGES, stream=True))
+            functions[server, kind] = functools.partial(chat_call if kind == "chat" else stream_call, client)
             short = kind in ("chat", "stream20") and not gap
             calls[server, kind] = calls_per_block if short else max(5, calls_per_block // 5)
     # The shared machine's speed moves by tens of percent within a second, so each case runs as many short

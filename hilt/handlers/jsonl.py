@@ -197,6 +197,17 @@ class HiltJSONLHandler(HiltHandler):
         except OSError:
             return False  # unreadable (a write-only file): lines are still written whole
 
+    def _finish_line(self, fd: int, data: bytes, written: int) -> None:
+        """A short write (disk nearly full): finish the line, never tear it silently; if the rest can't be
+        written, the next line is started on a line of its own."""
+        self._tail_unchecked = True
+        while written < len(data):
+            step = os.write(fd, data[written:])
+            if step == 0:
+                raise OSError(errno.ENOSPC, "no space left for the rest of the line", self._path)
+            written += step
+        self._tail_unchecked = False
+
     @staticmethod
     def _last_byte(fd: int, reader: int) -> tuple[int, bytes]:
         size = os.fstat(fd).st_size
@@ -282,13 +293,8 @@ class HiltJSONLHandler(HiltHandler):
                 self._end_torn_line(fd)
             try:
                 written = os.write(fd, data)
-                while written < len(data):  # a short write (disk nearly full): finish the line, never tear it silently
-                    self._tail_unchecked = True  # if the rest can't be written, the next line starts a line of its own
-                    step = os.write(fd, data[written:])
-                    if step == 0:
-                        raise OSError(errno.ENOSPC, "no space left for the rest of the line", self._path)
-                    written += step
-                self._tail_unchecked = False
+                if written < len(data):
+                    self._finish_line(fd, data, written)
                 if self.fsync:
                     os.fsync(fd)
             finally:

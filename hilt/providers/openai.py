@@ -640,6 +640,9 @@ def _stream_init(base: type) -> Any:
 def _async_stream_namespace(base: type) -> dict[str, Any]:
     """``__anext__`` that sees each chunk (``__aiter__`` returns the stream, so ``async for`` uses it)."""
     base_anext = base.__anext__  # type: ignore[attr-defined]
+    from openai import AsyncStream
+
+    sdk_anext = base_anext is AsyncStream.__anext__  # the SDK's own: inline, as in the sync twin
 
     async def __anext__(self: Any) -> Any:
         call = self._hilt_call
@@ -647,7 +650,7 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             return await base_anext(self)
         call.in_next = True
         try:
-            item = await base_anext(self)
+            item = await (self._iterator.__anext__() if sdk_anext else base_anext(self))
         except StopAsyncIteration:
             call.in_next = False
             call.stream_ended(completed=True)
