@@ -15,6 +15,7 @@ import functools
 import gc
 import json
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx2
 import openai
@@ -120,30 +122,50 @@ def settle() -> None:
         time.sleep(0.005)
 
 
-def sample(fn: Callable[[], object], calls: int) -> tuple[float, float, float, int, float]:
+class Sample(NamedTuple):
+    """One block's figures (see :func:`sample`)."""
+
+    wall: float
+    thread: float
+    cpu: float
+    backlog: int
+    mean: float
+    switches: float
+
+
+def sample(fn: Callable[[], object], calls: int) -> Sample:
     """One block of ``calls`` calls: the median wall time of a call on the caller's thread, the median CPU
     time of the caller's thread alone, and the process CPU time per call (all threads: what the recorder
     thread spends in the background counts here), all in µs; the recorder's tasks still waiting at the
-    end of the block (done by ``hilt.flush()``, outside the per-call figures); and the mean wall time of a
-    call (where the median leaves out the calls the recorder's batches fell in, the mean shares them out)."""
+    end of the block (done by ``hilt.flush()``, outside the per-call figures); the mean wall time of a
+    call (where the median leaves out the calls the recorder's batches fell in, the mean shares them out);
+    and the process's context switches per call (a thread blocking on the GIL, a lock or a sleep: each time
+    the recorder and a caller that never waits hand the GIL to each other)."""
     settle()
     for _ in range(max(3, calls // 5)):
         fn()
     walls, threads = [], []
     gc.disable()
     try:
-        cpu_start = time.process_time()
+        cpu_start, switches_start = time.process_time(), context_switches()
         for _ in range(calls):
             start, thread_start = time.perf_counter(), time.thread_time()
             fn()
             threads.append((time.thread_time() - thread_start) * 1e6)
             walls.append((time.perf_counter() - start) * 1e6)
         backlog = len(_recorder._pending)
+        switches = (context_switches() - switches_start) / calls
         hilt.flush()  # the recorder's work for these calls is inside the CPU figure
         cpu = (time.process_time() - cpu_start) * 1e6 / calls
     finally:
         gc.enable()
-    return statistics.median(walls), statistics.median(threads), cpu, backlog, statistics.fmean(walls)
+    return Sample(statistics.median(walls), statistics.median(threads), cpu, backlog, statistics.fmean(walls), switches)
+
+
+def context_switches() -> int:
+    """The process's context switches so far, voluntary and not (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
 
 
 def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
@@ -365,7 +387,7 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
     # The shared machine's speed moves by tens of percent within a second, so each case runs as many short
     # blocks, without and with hilt back to back, in ABBA order (drift inside a pair hits both sides alike);
     # each figure is the median over pairs of the paired difference (with minus without).
-    names = ("base", "with", "added", "thread", "cpu", "backlog", "mean")
+    names = ("base", "with", "added", "thread", "cpu", "backlog", "mean", "switches")
     rows = {case: {name: [] for name in names} for case in cases}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.jsonl"
@@ -378,15 +400,16 @@ def measure(blocks: int, calls_per_block: int, cases: tuple[tuple[str, str], ...
                     measured[with_hilt] = sample(functions[case], calls[case])
                     if with_hilt:
                         hilt.uninstrument()
-                (base, base_thread, base_cpu, _, base_mean), (wall, thread, cpu, backlog, mean) = measured[False], measured[True]
+                without, with_ = measured[False], measured[True]
                 row = rows[case]
-                row["base"].append(base)
-                row["with"].append(wall)
-                row["added"].append(wall - base)
-                row["thread"].append(thread - base_thread)
-                row["cpu"].append(cpu - base_cpu)
-                row["backlog"].append(backlog / calls[case])
-                row["mean"].append(mean - base_mean)
+                row["base"].append(without.wall)
+                row["with"].append(with_.wall)
+                row["added"].append(with_.wall - without.wall)
+                row["thread"].append(with_.thread - without.thread)
+                row["cpu"].append(with_.cpu - without.cpu)
+                row["backlog"].append(with_.backlog / calls[case])
+                row["mean"].append(with_.mean - without.mean)
+                row["switches"].append(with_.switches - without.switches)
         with open(path) as lines:
             written = sum(1 for _ in lines)
     return rows, written
@@ -406,12 +429,12 @@ def main() -> None:
     print(f"hilt overhead benchmark — {time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
           f"{platform.machine()}, openai {openai.__version__}; {args.blocks} paired blocks; {written} events written")
     print(f"{'server':<16}{'case':<20}{'without µs':>12}{'added µs':>10}{'ratio':>7}"
-          f"{'caller CPU µs':>15}{'added CPU µs':>14}{'left/call':>11}")
+          f"{'caller CPU µs':>15}{'added CPU µs':>14}{'left/call':>11}{'switches/call':>15}")
     for case in cases:
         m = {name: statistics.median(values) for name, values in rows[case].items()}
         print(f"{case[0]:<16}{label(case[1]):<20}{m['base']:>12.1f}{m['added']:>10.1f}"
               f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['thread']:>15.1f}{m['cpu']:>14.1f}"
-              f"{m['backlog']:>11.2f}")
+              f"{m['backlog']:>11.2f}{m['switches']:>15.2f}")
     print(f"recorder's tasks done during {submitted // 2} chat calls in a row (server at once): {done} of {submitted}")
     print(f"hilt's own work on the caller's thread per call (isolated, SDK stubbed, recorder tasks dropped): "
           f"{caller_path:.2f} µs over {plain_path:.2f} µs plain")
@@ -420,7 +443,8 @@ def main() -> None:
     print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
     print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
     print("call over all threads, the recorder thread's background work included; 'left/call' the recorder's")
-    print("tasks still waiting per call at the end of a block (done by hilt.flush(), outside the per-call times).")
+    print("tasks still waiting per call at the end of a block (done by hilt.flush(), outside the per-call times);")
+    print("'switches/call' the process's added context switches per call (the GIL handed between the threads).")
 
 
 def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
@@ -431,7 +455,8 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
             return statistics.median((a - b) / (long - short) for a, b in zip(many, few))
 
         print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {slope('added'):.2f} µs wall, "
-              f"{slope('mean'):.2f} µs wall by means, {slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU")
+              f"{slope('mean'):.2f} µs wall by means, {slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU, "
+              f"{100 * slope('switches'):.2f} context switches per 100 chunks")
     work_wall, work_cpu = stream_work_per_chunk(30)
     print(f"hilt's work per stream chunk, the recorder's tasks run after each block (no interplay of the two threads; "
           f"slope 20→200 chunks): {work_wall:.2f} µs caller wall, {work_cpu:.2f} µs CPU with the recorder's tasks")

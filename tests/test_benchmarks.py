@@ -31,6 +31,10 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
         assert re.search(rf"^{re.escape(server)}\s+{re.escape(overhead.label(kind))}\s+\d", report, re.M), (server, kind)
     slopes = re.findall(r"^added per stream chunk, server .*: -?\d+\.\d+ µs wall, -?\d+\.\d+ µs wall by means, ", report, re.M)
     assert len(slopes) == len(overhead.SERVERS), report
+    switches = re.findall(r"^added per stream chunk, server .* µs process CPU, -?\d+\.\d+ context switches per 100 chunks$",
+                          report, re.M)
+    assert len(switches) == len(overhead.SERVERS), report
+    assert re.search(r"^server .*switches/call$", report, re.M), report
     assert re.search(r"chunks already parsed \(isolated\): -?\d+\.\d+ µs", report)
     assert re.search(r"read of a 200-chunk stream: \d+\.\d+ µs as hilt keeps it, \d+\.\d+ µs with every chunk", report)
     assert re.search(r"memory per chunk: [\d,]+ bytes parsed, [\d,]+ bytes as the text", report)

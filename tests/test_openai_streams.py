@@ -8,10 +8,11 @@ import gc
 import sys
 import threading
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 import hilt
 from hilt import _recorder
@@ -28,6 +29,7 @@ from test_openai_support import (  # noqa: F401 - fixtures
     without,
 )
 
+_Chunk = TypeVar("_Chunk")
 MESSAGES = [{"role": "user", "content": "one two three four five"}]
 ANSWER = "Echo: one two three four five"
 # the server streams: a role chunk (content ""), then "Echo: ", "one ", "two ", ... then a finish chunk
@@ -278,6 +280,127 @@ async def test_async_stream_keeps_sdk_class_and_chunks(aclient, server, tmp_log)
     assert isinstance(stream, openai.AsyncStream)
     recorded = [without(c.model_dump(), "created") async for c in stream]
     assert recorded == baseline
+
+
+class _CountingStream(openai.Stream[_Chunk]):
+    """A caller's own stream class (passed as ``stream_cls`` to ``client.post``) with its own ``__next__``."""
+
+    pulled = 0
+
+    def __next__(self) -> _Chunk:
+        _CountingStream.pulled += 1  # not type(self): under hilt that is hilt's subclass
+        return super().__next__()
+
+
+class _CountingAsyncStream(openai.AsyncStream[_Chunk]):
+    """The async twin: its own ``__anext__``."""
+
+    pulled = 0
+
+    async def __anext__(self) -> _Chunk:
+        _CountingAsyncStream.pulled += 1
+        return await super().__anext__()
+
+
+def _own_stream(client: openai.OpenAI, stream_cls: Any) -> Any:
+    return client.post("/chat/completions", cast_to=ChatCompletion, stream=True,
+                       body={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+                       stream_cls=stream_cls[ChatCompletionChunk])
+
+
+def _pull_all(stream: Any) -> list[Any]:
+    """Every chunk by explicit ``next()`` calls (the caller's own ``__next__`` runs; a ``for`` loop skips it)."""
+    chunks = []
+    while True:
+        try:
+            chunks.append(next(stream))
+        except StopIteration:
+            return chunks
+
+
+def test_a_stream_class_with_its_own_next_is_called_as_without_hilt_and_recorded(client, server, tmp_log):
+    """A caller's Stream subclass keeps its own methods: its __next__ runs exactly when it does without hilt
+    (not in a ``for`` loop, which the SDK's __iter__ serves; once per next() call), the chunks are the same,
+    and each stream is recorded as a built-in one is: full text, completed."""
+    baseline = [without(c.model_dump(), "created") for c in _own_stream(client, _CountingStream)]
+    server.reset()
+    _CountingStream.pulled = 0
+    pulled = _pull_all(_own_stream(client, _CountingStream))
+    pulled_without = _CountingStream.pulled
+    server.reset()
+    hilt.instrument(filepath=tmp_log)
+    _CountingStream.pulled = 0
+    stream = _own_stream(client, _CountingStream)
+    assert isinstance(stream, _CountingStream)
+    assert [without(c.model_dump(), "created") for c in stream] == baseline
+    assert _CountingStream.pulled == 0  # as without hilt: the SDK's __iter__ reads the chunk iterator itself
+    prompt, end = one_call(tmp_log)
+    assert prompt["extensions"]["stream"] is True
+    assert end["extensions"]["stream_completed"] is True
+    assert end["content"]["text"] == ANSWER
+    assert len(baseline) == len(pulled) == 8 and pulled_without == len(pulled) + 1  # each chunk, then the end
+
+    server.reset()
+    assert [without(c.model_dump(), "created") for c in _pull_all(_own_stream(client, _CountingStream))] == baseline
+    assert _CountingStream.pulled == pulled_without  # once per next() call, as without hilt
+    events = read_events(tmp_log)
+    assert [e["action"] for e in events] == ["prompt", "completion"] * 2
+    assert events[3]["extensions"]["stream_completed"] is True
+    assert events[3]["content"]["text"] == ANSWER
+
+
+def test_a_stream_class_with_its_own_next_closed_early(client, tmp_log):
+    """Closed after two chunks, a caller's own stream class is one not-completed completion with the text so far."""
+    hilt.instrument(filepath=tmp_log)
+    stream = _own_stream(client, _CountingStream)
+    next(stream)
+    next(stream)
+    stream.close()
+    _assert_not_completed(tmp_log, AFTER_TWO_CHUNKS)
+
+
+def test_a_stream_class_with_its_own_next_cut_mid_stream(client, server, tmp_log):
+    """A connection cut after three chunks of a caller's own stream class: the SDK's error reaches the caller
+    and the file has one system event with the error and the text so far."""
+    hilt.instrument(filepath=tmp_log)
+    server.enqueue(ScriptedReply.cut_stream(3))
+    with pytest.raises(openai.APIConnectionError):
+        _pull_all(_own_stream(client, _CountingStream))
+    prompt, end = one_call(tmp_log)
+    assert end["action"] == "system"
+    assert end["extensions"]["error"]["type"] == "APIConnectionError"
+    assert end["extensions"]["stream_completed"] is False
+    assert end["content"]["text"] == AFTER_THREE_CHUNKS
+
+
+async def test_an_async_stream_class_with_its_own_anext_is_called_and_recorded(aclient, server, tmp_log):
+    """The async twin: the caller's own __anext__ runs for every chunk and the stream is recorded whole."""
+    _CountingAsyncStream.pulled = 0
+    hilt.instrument(filepath=tmp_log)
+    stream = await aclient.post("/chat/completions", cast_to=ChatCompletion, stream=True,
+                                body={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+                                stream_cls=_CountingAsyncStream[ChatCompletionChunk])
+    assert isinstance(stream, _CountingAsyncStream)
+    chunks = [chunk async for chunk in stream]
+    assert _text(chunks) == ANSWER
+    assert _CountingAsyncStream.pulled == 0  # as without hilt: ``async for`` goes through the SDK's __aiter__
+    prompt, end = one_call(tmp_log)
+    assert end["extensions"]["stream_completed"] is True
+    assert end["content"]["text"] == ANSWER
+
+    server.reset()
+    stream = await aclient.post("/chat/completions", cast_to=ChatCompletion, stream=True,
+                                body={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+                                stream_cls=_CountingAsyncStream[ChatCompletionChunk])
+    pulled = []
+    with pytest.raises(StopAsyncIteration):
+        while True:
+            pulled.append(await stream.__anext__())
+    assert _text(pulled) == ANSWER
+    assert _CountingAsyncStream.pulled == len(pulled) + 1  # its own __anext__, once per call
+    events = read_events(tmp_log)
+    assert [e["action"] for e in events] == ["prompt", "completion"] * 2
+    assert events[3]["extensions"]["stream_completed"] is True
 
 
 # --- usage ---------------------------------------------------------------------------------------

@@ -552,15 +552,34 @@ def _recording_stream_class(stream_cls: Any) -> Any:
     base = get_origin(stream_cls) or stream_cls
     if getattr(base, "__hilt_recording__", False):
         return stream_cls
-    from openai import AsyncStream
+    from openai import AsyncStream, Stream
 
     namespace = _async_stream_namespace(base) if issubclass(base, AsyncStream) else _sync_stream_namespace(base)
     namespace["__hilt_recording__"] = True
     namespace["__module__"] = base.__module__
     namespace["__qualname__"] = base.__qualname__
     recording = types.new_class(base.__name__, (stream_cls,), {}, lambda ns: ns.update(namespace))
+    _name_chunk_type(recording, stream_cls, AsyncStream if issubclass(base, AsyncStream) else Stream)
     _stream_classes[stream_cls] = recording
     return recording
+
+
+def _name_chunk_type(recording: Any, stream_cls: Any, sdk_base: Any) -> None:
+    """Let the SDK find the chunk type in ``recording``, as it does in ``stream_cls``.
+
+    The SDK reads it from the generic base its stream class names first (``Stream[Chunk]``). A caller's
+    own generic subclass, given as ``MyStream[Chunk]``, makes that base ``MyStream[Chunk]`` in hilt's
+    subclass, which the SDK does not look through (it raises). In that case ``Stream[Chunk]`` is added
+    after it."""
+    from openai._streaming import extract_stream_chunk_type
+
+    chunk_type = extract_stream_chunk_type(stream_cls)
+    try:
+        if extract_stream_chunk_type(recording) is chunk_type:
+            return
+    except RuntimeError:
+        pass
+    recording.__orig_bases__ = (*recording.__dict__.get("__orig_bases__", ()), sdk_base[chunk_type])
 
 
 def _call_of(stream: Any) -> _OpenAICall | None:
@@ -583,11 +602,15 @@ def _look_for_first_token(state: Any, item: Any) -> None:
 
 
 def _sync_stream_namespace(base: type) -> dict[str, Any]:
-    """``__next__`` that sees each chunk (``__iter__`` returns the stream itself, so ``for`` loops use it)."""
-    base_next = base.__next__  # type: ignore[attr-defined]
+    """``__next__`` that sees each chunk (``__iter__`` returns the stream itself, so ``for`` loops use it).
+
+    A caller's subclass with its own ``__next__`` or ``__iter__`` keeps both: its chunk iterator is
+    wrapped instead (:func:`_chunk_iterator_class`), so what it calls, and when, is as without hilt."""
     from openai import Stream
 
-    sdk_next = base_next is Stream.__next__  # the SDK's own: its body, inline, saves a Python call per chunk
+    base_next = base.__next__  # type: ignore[attr-defined]
+    if base_next is not Stream.__next__ or base.__iter__ is not Stream.__iter__:  # type: ignore[attr-defined]
+        return {"__init__": _stream_init(base, _chunk_iterator_class(asynchronous=False)), "_hilt_call": None}
 
     def __next__(self: Any) -> Any:
         call = self._hilt_call
@@ -595,7 +618,7 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
             return base_next(self)
         call.in_next = True
         try:
-            item = self._iterator.__next__() if sdk_next else base_next(self)
+            item = self._iterator.__next__()  # the SDK's own __next__, inline: a Python call less per chunk
         except StopIteration:
             call.in_next = False
             call.stream_ended(completed=True)
@@ -621,7 +644,27 @@ def _sync_stream_namespace(base: type) -> dict[str, Any]:
     return {"__next__": __next__, "__iter__": __iter__, "__init__": _stream_init(base), "_hilt_call": None}
 
 
-def _stream_init(base: type) -> Any:
+@functools.lru_cache(maxsize=2)
+def _chunk_iterator_class(asynchronous: bool) -> type:
+    """For a caller's own stream subclass: an iterator over its chunk iterator that records each chunk with
+    the very ``__next__`` (``__anext__``) hilt gives the SDK's own stream classes (they read only
+    ``_hilt_call`` and ``_iterator``)."""
+    from openai import AsyncStream, Stream
+
+    if asynchronous:
+        methods = {name: _async_stream_namespace(AsyncStream)[name] for name in ("__anext__", "__aiter__")}
+    else:
+        methods = {name: _sync_stream_namespace(Stream)[name] for name in ("__next__", "__iter__")}
+
+    def __init__(self: Any, call: _OpenAICall, iterator: Any) -> None:
+        self._hilt_call, self._iterator = call, iterator
+
+    return type("RecordingChunks", (), {"__slots__": ("_hilt_call", "_iterator"), "__init__": __init__, **methods})
+
+
+def _stream_init(base: type, wrap: Callable[[_OpenAICall, Any], Any] | None = None) -> Any:
+    """``__init__`` that links the stream to its call and watches it; ``wrap`` (for a caller's own subclass:
+    :func:`_chunk_iterator_class`) replaces the stream's chunk iterator with a recording one."""
     base_init = base.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -629,6 +672,8 @@ def _stream_init(base: type) -> Any:
         call = _call_of(self)
         if call is not None:
             try:
+                if wrap is not None:
+                    self._iterator = wrap(call, self._iterator)
                 self._hilt_call = call
                 call.watch(self)
             except Exception as exc:
@@ -638,11 +683,13 @@ def _stream_init(base: type) -> Any:
 
 
 def _async_stream_namespace(base: type) -> dict[str, Any]:
-    """``__anext__`` that sees each chunk (``__aiter__`` returns the stream, so ``async for`` uses it)."""
-    base_anext = base.__anext__  # type: ignore[attr-defined]
+    """``__anext__`` that sees each chunk (``__aiter__`` returns the stream, so ``async for`` uses it); a
+    caller's subclass with its own ``__anext__`` or ``__aiter__`` has its iterator wrapped, as in the sync twin."""
     from openai import AsyncStream
 
-    sdk_anext = base_anext is AsyncStream.__anext__  # the SDK's own: inline, as in the sync twin
+    base_anext = base.__anext__  # type: ignore[attr-defined]
+    if base_anext is not AsyncStream.__anext__ or base.__aiter__ is not AsyncStream.__aiter__:  # type: ignore[attr-defined]
+        return {"__init__": _stream_init(base, _chunk_iterator_class(asynchronous=True)), "_hilt_call": None}
 
     async def __anext__(self: Any) -> Any:
         call = self._hilt_call
@@ -650,7 +697,7 @@ def _async_stream_namespace(base: type) -> dict[str, Any]:
             return await base_anext(self)
         call.in_next = True
         try:
-            item = await (self._iterator.__anext__() if sdk_anext else base_anext(self))
+            item = await self._iterator.__anext__()  # the SDK's own __anext__, inline, as in the sync twin
         except StopAsyncIteration:
             call.in_next = False
             call.stream_ended(completed=True)
