@@ -17,10 +17,20 @@ system calls starves the recorder: CPython makes the GIL's holder give it up onl
 waiting recorder instead, which rarely wins the GIL. So the recorder keeps a heartbeat (its last
 step, or when its next look for tasks is due); a submit that finds it more than :data:`STARVED_S`
 old pauses the caller for :data:`HAND_OVER_S` and waits, at most :data:`HAND_OVER_WAIT_S`, while the
-recorder does its batch. A recorder that was starved looks for tasks every :data:`BUSY_POLL_S`, so
-a busy caller hands over once per batch. A recorder that makes no progress even then is blocked (a
-slow handler), not starved: callers leave it alone for a while, longer each time, up to
-:data:`BACK_OFF_S`.
+recorder does its batch. A recorder that makes no progress even then is blocked (a slow handler),
+not starved: callers leave it alone for a while, longer each time, up to :data:`BACK_OFF_S`.
+
+Handing the work to a starved recorder is dear, though: each system call in a task (a line's write)
+gives the GIL up, the busy caller takes it back at once, and the recorder waits a whole switch
+interval to win it again, with two wake-ups across CPUs each time (on the 2-core VM, about ten
+context switches per 200-chunk stream, and several times hilt's own CPU work). So a recorder that
+finds, when it gets the GIL, that it waited more than :data:`STARVED_S` for it marks itself starved
+and leaves the tasks to the callers: a submit then runs the waiting ones on the caller's thread, a
+batch at a time (:data:`INLINE_BATCH` tasks, or once the oldest has waited :data:`INLINE_AFTER_S`),
+where the caller's data is in the CPU cache and no thread waits for another. The starved recorder
+looks every :data:`STARVED_POLL_S`: if it gets the GIL at once, the caller waits again (on the
+network, as real calls do) and the recorder takes the work back; a task it finds waiting at two
+looks in a row (a busy caller that stopped calling) it runs itself.
 """
 
 from __future__ import annotations
@@ -48,13 +58,19 @@ POLL_S = 0.005
 #: A recorder whose heartbeat is older than the switch interval is starved by a busy caller's short releases
 #: (without them CPython would have switched). The caller then hands the GIL over for :data:`HAND_OVER_S` and
 #: waits up to :data:`HAND_OVER_WAIT_S` for the batch; no progress means a blocked recorder: no hand-over for
-#: twice :data:`BUSY_POLL_S`, doubling with each such hand-over in a row up to :data:`BACK_OFF_S`. A starved
-#: recorder looks for tasks every :data:`BUSY_POLL_S`.
+#: twice :data:`BUSY_POLL_S`, doubling with each such hand-over in a row up to :data:`BACK_OFF_S`.
 STARVED_S = max(0.002, sys.getswitchinterval())
 HAND_OVER_S = 0.0002
 HAND_OVER_WAIT_S = 0.01
 BACK_OFF_S = 1.0
 BUSY_POLL_S = 0.05
+
+#: While the recorder is starved, callers run the waiting tasks themselves, once :data:`INLINE_BATCH` of them
+#: wait or the oldest has waited :data:`INLINE_AFTER_S`; the starved recorder looks every :data:`STARVED_POLL_S`
+#: and runs a task it saw waiting at its last look too (so none waits for ever on a caller that stopped calling).
+INLINE_BATCH = 64
+INLINE_AFTER_S = 0.05
+STARVED_POLL_S = 0.2
 
 Task = Callable[[], None]
 
@@ -67,14 +83,20 @@ _runner = threading.local()  # .active is True on a thread inside a task (its ow
 _heartbeat: float | None = None  # the recorder's last step, or when its next look is due; None while it sleeps
 _no_hand_over_until = 0.0
 _stalls = 0  # hand-overs in a row that found the recorder blocked
+_starved = False  # the recorder waited more than STARVED_S for the GIL at its last look: callers run the tasks
+_pending_since = 0.0  # when the oldest waiting task was queued (monotonic; set when the queue was empty)
 
 
 def submit(task: Task) -> None:
     """Queue ``task`` for the recorder thread (a few hundred nanoseconds on the caller's thread)."""
-    global _sleeping, _heartbeat
+    global _sleeping, _heartbeat, _pending_since
+    if not _pending:
+        _pending_since = time.monotonic()
     _pending.append(task)
     if len(_pending) > MAX_PENDING:
         _help()
+    elif _starved:
+        _run_for_starved_recorder()
     elif _sleeping:
         _sleeping = False
         _heartbeat = time.monotonic()
@@ -107,6 +129,29 @@ def _hand_over() -> None:
         _no_hand_over_until = time.monotonic() + min(BACK_OFF_S, BUSY_POLL_S * 2 ** _stalls)
     else:
         _stalls = 0
+
+
+def _run_for_starved_recorder() -> None:
+    """The recorder is starved of the GIL (a caller that never waits): run the waiting tasks on this thread, a
+    batch at a time (:data:`INLINE_BATCH` of them, or once the oldest has waited :data:`INLINE_AFTER_S`). Handing
+    them over costs more: each system call in a task (a line's write) gives the GIL up, and the recorder then
+    waits a whole switch interval to win it back, with two wake-ups across CPUs each time; here the tasks run
+    where the caller's data is in the CPU cache. A task that blocks (and so gives the GIL up for long) ends it:
+    a recorder that can get the GIL is not starved."""
+    global _starved
+    if getattr(_runner, "active", False):
+        return
+    if len(_pending) < INLINE_BATCH and time.monotonic() - _pending_since < INLINE_AFTER_S:
+        return
+    if not _lock.acquire(blocking=False):
+        return  # the recorder is in a batch: it goes on with it
+    try:
+        started = time.monotonic()
+        _run_pending(len(_pending), until=started + HAND_OVER_WAIT_S)
+        if time.monotonic() - started >= HAND_OVER_WAIT_S:
+            _starved = False  # a slow task: back to the recorder (blocked in it, a thread gives the GIL up)
+    finally:
+        _lock.release()
 
 
 def _help() -> None:
@@ -198,29 +243,40 @@ def _serve() -> None:
             _wake.get()  # a spare token from a race only costs one empty turn
         _sleeping = False
         poll = _next_poll()
+        seen: Task | None = None
         while poll:
-            while _pending:
-                with _lock:  # per batch (what is pending now, for at most HAND_OVER_WAIT_S and one task), so
-                    # a drain or a caller over MAX_PENDING on another thread gets its turn behind a slow handler
-                    _run_pending(len(_pending), until=time.monotonic() + HAND_OVER_WAIT_S)
+            if _starved:  # callers run the tasks; only one left waiting since the last look is run here
+                first = _pending[0] if _pending else None
+                if first is not None and first is seen:
+                    _run_batches()
+                seen = _pending[0] if _pending else None
+            else:
+                _run_batches()
             poll = _linger(poll)
 
 
+def _run_batches() -> None:
+    while _pending:
+        with _lock:  # per batch (what is pending now, for at most HAND_OVER_WAIT_S and one task), so
+            # a drain or a caller over MAX_PENDING on another thread gets its turn behind a slow handler
+            _run_pending(len(_pending), until=time.monotonic() + HAND_OVER_WAIT_S)
+
+
 def _next_poll() -> float:
-    """The recorder runs again: its poll interval from now on, :data:`BUSY_POLL_S` if it had to wait more than
-    :data:`STARVED_S` for the GIL (starved), else :data:`POLL_S`."""
-    global _heartbeat
+    """The recorder runs again: its poll interval from now on, :data:`STARVED_POLL_S` if it had to wait more than
+    :data:`STARVED_S` for the GIL (starved: callers run the tasks meanwhile), else :data:`POLL_S`."""
+    global _heartbeat, _starved
     now = time.monotonic()
-    starved = _heartbeat is not None and now - _heartbeat > STARVED_S
+    _starved = _heartbeat is not None and now - _heartbeat > STARVED_S
     _heartbeat = now
-    return BUSY_POLL_S if starved else POLL_S
+    return STARVED_POLL_S if _starved else POLL_S
 
 
 def _linger(poll: float) -> float:
     """After the last task, look for new ones every ``poll`` seconds for :data:`LINGER_S` (at least two looks)
     before sleeping: while the recorder lingers, a call's tasks need no wake-up (no system call on the
-    caller's thread). Returns the poll interval to go on with when a task came (:data:`BUSY_POLL_S` while
-    the recorder is starved), 0.0 when none did."""
+    caller's thread). Returns the poll interval to go on with when a task came (:data:`STARVED_POLL_S` while
+    the recorder is starved), 0.0 when none did (a starved recorder goes on looking)."""
     global _heartbeat
     deadline = time.monotonic() + max(LINGER_S, 2 * poll)
     while time.monotonic() < deadline:
@@ -229,7 +285,7 @@ def _linger(poll: float) -> float:
         poll = _next_poll()
         if _pending:
             return poll
-    return 0.0
+    return STARVED_POLL_S if _starved else 0.0  # a starved recorder keeps looking: callers may stop calling
 
 
 def _start_thread() -> None:
@@ -246,10 +302,11 @@ _start_lock = threading.Lock()
 
 def _after_fork_in_child() -> None:
     """A forked child starts with no recorder thread and none of the parent's tasks (the parent does those)."""
-    global _lock, _wake, _thread, _start_lock, _sleeping, _heartbeat, _no_hand_over_until, _stalls
+    global _lock, _wake, _thread, _start_lock, _sleeping, _heartbeat, _no_hand_over_until, _stalls, _starved
     _pending.clear()
     _lock, _wake, _start_lock = threading.Lock(), queue.SimpleQueue(), threading.Lock()
     _thread, _sleeping, _heartbeat, _no_hand_over_until, _stalls = None, True, None, 0.0, 0
+    _starved = False
 
 
 if hasattr(os, "register_at_fork"):

@@ -22,6 +22,7 @@ import hilt
 import hilt._internal
 import hilt.audit
 import hilt.context
+from hilt import _recorder
 from hilt.config import settings
 
 REPO_ROOT = Path(hilt.__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ def _hilt_clean_state() -> Iterator[None]:
     saved_hilt = _snapshot(hilt_logger)
     saved_internal = _snapshot(internal_logger)
     _clear_internal_counts()
+    _recorder._starved = False  # a busy test before must not leave its tasks to this test's caller
     yield
     hilt.uninstrument()
     for fn in hilt.audit.registered_callbacks():
