@@ -439,7 +439,7 @@ def main() -> None:
     print(f"hilt's own work on the caller's thread per call (isolated, SDK stubbed, recorder tasks dropped): "
           f"{caller_path:.2f} µs over {plain_path:.2f} µs plain")
     if not args.chat_only:
-        report_streams(rows)
+        report_streams(rows, rounds=max(2, min(30, args.blocks)))  # a short run (--blocks 1) stays short
     print("'added' is the caller's median wall time per call, with minus without (what the LLM call takes longer);")
     print("'caller CPU' the same for the CPU time of the caller's thread alone; 'added CPU' the process CPU per")
     print("call over all threads, the recorder thread's background work included; 'left/call' the recorder's")
@@ -447,8 +447,9 @@ def main() -> None:
     print("'switches/call' the process's added context switches per call (the GIL handed between the threads).")
 
 
-def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
-    """The per-chunk lines: end-to-end slopes, hilt's own per-chunk work, the recorder's read, memory."""
+def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]], rounds: int = 30) -> None:
+    """The per-chunk lines: end-to-end slopes, hilt's own per-chunk work (``rounds`` pairs), the recorder's read,
+    memory."""
     for server, _, _, (short, long) in SERVERS:
         def slope(name: str) -> float:
             many, few = rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name]
@@ -457,7 +458,7 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]]) -> None:
         print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {slope('added'):.2f} µs wall, "
               f"{slope('mean'):.2f} µs wall by means, {slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU, "
               f"{100 * slope('switches'):.2f} context switches per 100 chunks")
-    work_wall, work_cpu = stream_work_per_chunk(30)
+    work_wall, work_cpu = stream_work_per_chunk(rounds)
     print(f"hilt's work per stream chunk, the recorder's tasks run after each block (no interplay of the two threads; "
           f"slope 20→200 chunks): {work_wall:.2f} µs caller wall, {work_cpu:.2f} µs CPU with the recorder's tasks")
     plain_chunk, added_chunk = chunk_loop_us(15)

@@ -71,6 +71,8 @@ BUSY_POLL_S = 0.05
 INLINE_BATCH = 64
 INLINE_AFTER_S = 0.05
 STARVED_POLL_S = 0.2
+#: A caller's batch that spent this long off the CPU (blocked in a handler) gives the work back to the recorder.
+BLOCKED_S = 0.005
 
 Task = Callable[[], None]
 
@@ -136,8 +138,8 @@ def _run_for_starved_recorder() -> None:
     batch at a time (:data:`INLINE_BATCH` of them, or once the oldest has waited :data:`INLINE_AFTER_S`). Handing
     them over costs more: each system call in a task (a line's write) gives the GIL up, and the recorder then
     waits a whole switch interval to win it back, with two wake-ups across CPUs each time; here the tasks run
-    where the caller's data is in the CPU cache. A task that blocks (and so gives the GIL up for long) ends it:
-    a recorder that can get the GIL is not starved."""
+    where the caller's data is in the CPU cache. A batch that spent :data:`BLOCKED_S` or more blocked (a handler
+    waiting on I/O, which gives the GIL up meanwhile) gives the work back: the recorder can run then."""
     global _starved
     if getattr(_runner, "active", False):
         return
@@ -146,10 +148,11 @@ def _run_for_starved_recorder() -> None:
     if not _lock.acquire(blocking=False):
         return  # the recorder is in a batch: it goes on with it
     try:
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.thread_time()
         _run_pending(len(_pending), until=started + HAND_OVER_WAIT_S)
-        if time.monotonic() - started >= HAND_OVER_WAIT_S:
-            _starved = False  # a slow task: back to the recorder (blocked in it, a thread gives the GIL up)
+        blocked = (time.monotonic() - started) - (time.thread_time() - cpu_started)
+        if blocked >= BLOCKED_S:
+            _starved = False  # a handler that blocks: back to the recorder, which runs while it waits
     finally:
         _lock.release()
 
@@ -285,6 +288,8 @@ def _linger(poll: float) -> float:
         poll = _next_poll()
         if _pending:
             return poll
+        if not _starved:  # no longer starved (a starved look lasts longer): linger LINGER_S from here at most
+            deadline = min(deadline, time.monotonic() + LINGER_S)
     return STARVED_POLL_S if _starved else 0.0  # a starved recorder keeps looking: callers may stop calling
 
 

@@ -359,6 +359,23 @@ def test_a_task_a_busy_caller_leaves_behind_is_run_by_the_recorder(tmp_path, mon
     assert ran_on[-1] == "hilt-recorder"
 
 
+def test_a_callers_batch_that_blocks_gives_the_work_back_to_the_recorder(monkeypatch):
+    """A caller's batch for a starved recorder that spends its time blocked (a handler waiting on I/O, the GIL
+    given up) ends the starved mode, so the next tasks go to the recorder; a batch that only computes keeps it."""
+    _wait_until_the_recorder_sleeps()  # tasks put straight in the queue below wake nobody
+    monkeypatch.setattr(_recorder, "_starved", True)
+    monkeypatch.setattr(_recorder, "_pending_since", time.monotonic() - 1.0)
+    ran_on: list[str] = []
+    _recorder._pending.append(lambda: ran_on.append(threading.current_thread().name))
+    _recorder._run_for_starved_recorder()
+    assert ran_on == [threading.current_thread().name]
+    assert _recorder._starved  # a batch of work: still the caller's
+    _recorder._pending.append(lambda: (time.sleep(0.02), ran_on.append(threading.current_thread().name)))
+    _recorder._run_for_starved_recorder()
+    assert ran_on == [threading.current_thread().name] * 2
+    assert not _recorder._starved
+
+
 def test_a_blocked_recorder_is_left_alone(monkeypatch):
     """A recorder blocked in a slow handler has given the GIL up: it is not starved, and a hand-over cannot
     help. One hand-over sees no progress; callers then leave it alone (longer each time) instead of waiting
