@@ -86,18 +86,19 @@ _heartbeat: float | None = None  # the recorder's last step, or when its next lo
 _no_hand_over_until = 0.0
 _stalls = 0  # hand-overs in a row that found the recorder blocked
 _starved = False  # the recorder waited more than STARVED_S for the GIL at its last look: callers run the tasks
-_pending_since = 0.0  # when the oldest waiting task was queued (monotonic; set when the queue was empty)
+_pending_since = 0.0  # while starved: when the oldest waiting task was queued (set when the queue was empty)
 
 
 def submit(task: Task) -> None:
     """Queue ``task`` for the recorder thread (a few hundred nanoseconds on the caller's thread)."""
     global _sleeping, _heartbeat, _pending_since
-    if not _pending:
-        _pending_since = time.monotonic()
+    starved = _starved
+    if starved and not _pending:
+        _pending_since = time.monotonic()  # only a starved recorder's callers read it (no clock read otherwise)
     _pending.append(task)
     if len(_pending) > MAX_PENDING:
         _help()
-    elif _starved:
+    elif starved:
         _run_for_starved_recorder()
     elif _sleeping:
         _sleeping = False
@@ -246,15 +247,12 @@ def _serve() -> None:
             _wake.get()  # a spare token from a race only costs one empty turn
         _sleeping = False
         poll = _next_poll()
-        seen: Task | None = None
+        seen: Task | None = None  # the first task waiting at the last look
         while poll:
-            if _starved:  # callers run the tasks; only one left waiting since the last look is run here
-                first = _pending[0] if _pending else None
-                if first is not None and first is seen:
-                    _run_batches()
-                seen = _pending[0] if _pending else None
-            else:
+            first = _pending[0] if _pending else None
+            if not _starved or (first is not None and first is seen):  # starved, callers run the tasks
                 _run_batches()
+            seen = _pending[0] if _pending else None
             poll = _linger(poll)
 
 

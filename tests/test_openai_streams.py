@@ -302,7 +302,8 @@ class _CountingAsyncStream(openai.AsyncStream[_Chunk]):
         return await super().__anext__()
 
 
-def _own_stream(client: openai.OpenAI, stream_cls: Any) -> Any:
+def _own_stream(client: openai.OpenAI | openai.AsyncOpenAI, stream_cls: Any) -> Any:
+    """A streamed chat call with the caller's own ``stream_cls`` (for the async client, a coroutine)."""
     return client.post("/chat/completions", cast_to=ChatCompletion, stream=True,
                        body={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
                        stream_cls=stream_cls[ChatCompletionChunk])
@@ -377,9 +378,7 @@ async def test_an_async_stream_class_with_its_own_anext_is_called_and_recorded(a
     """The async twin: the caller's own __anext__ runs for every chunk and the stream is recorded whole."""
     _CountingAsyncStream.pulled = 0
     hilt.instrument(filepath=tmp_log)
-    stream = await aclient.post("/chat/completions", cast_to=ChatCompletion, stream=True,
-                                body={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
-                                stream_cls=_CountingAsyncStream[ChatCompletionChunk])
+    stream = await _own_stream(aclient, _CountingAsyncStream)
     assert isinstance(stream, _CountingAsyncStream)
     chunks = [chunk async for chunk in stream]
     assert _text(chunks) == ANSWER
@@ -389,9 +388,7 @@ async def test_an_async_stream_class_with_its_own_anext_is_called_and_recorded(a
     assert end["content"]["text"] == ANSWER
 
     server.reset()
-    stream = await aclient.post("/chat/completions", cast_to=ChatCompletion, stream=True,
-                                body={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
-                                stream_cls=_CountingAsyncStream[ChatCompletionChunk])
+    stream = await _own_stream(aclient, _CountingAsyncStream)
     pulled = []
     with pytest.raises(StopAsyncIteration):
         while True:

@@ -554,12 +554,13 @@ def _recording_stream_class(stream_cls: Any) -> Any:
         return stream_cls
     from openai import AsyncStream, Stream
 
-    namespace = _async_stream_namespace(base) if issubclass(base, AsyncStream) else _sync_stream_namespace(base)
+    asynchronous = issubclass(base, AsyncStream)
+    namespace = _async_stream_namespace(base) if asynchronous else _sync_stream_namespace(base)
     namespace["__hilt_recording__"] = True
     namespace["__module__"] = base.__module__
     namespace["__qualname__"] = base.__qualname__
     recording = types.new_class(base.__name__, (stream_cls,), {}, lambda ns: ns.update(namespace))
-    _name_chunk_type(recording, stream_cls, AsyncStream if issubclass(base, AsyncStream) else Stream)
+    _name_chunk_type(recording, stream_cls, AsyncStream if asynchronous else Stream)
     _stream_classes[stream_cls] = recording
     return recording
 
