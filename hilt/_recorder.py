@@ -30,7 +30,10 @@ batch at a time (:data:`INLINE_BATCH` tasks, or once the oldest has waited :data
 where the caller's data is in the CPU cache and no thread waits for another. The starved recorder
 looks every :data:`STARVED_POLL_S`: if it gets the GIL at once, the caller waits again (on the
 network, as real calls do) and the recorder takes the work back; a task it finds waiting at two
-looks in a row (a busy caller that stopped calling) it runs itself.
+looks in a row (a busy caller that stopped calling) it runs itself. A caller's batch that spent
+:data:`BLOCKED_S` blocked (a handler on I/O, the GIL given up meanwhile) gives the work back and wakes
+the recorder at once; a caller's batch never touches the recorder's heartbeat, which says when the
+recorder is due (renewed by a caller, it made the next calls hand over to a recorder still asleep).
 """
 
 from __future__ import annotations
@@ -150,10 +153,11 @@ def _run_for_starved_recorder() -> None:
         return  # the recorder is in a batch: it goes on with it
     try:
         started, cpu_started = time.monotonic(), time.thread_time()
-        _run_pending(len(_pending), until=started + HAND_OVER_WAIT_S)
+        _run_pending(len(_pending), until=started + HAND_OVER_WAIT_S)  # the recorder's heartbeat left as it is
         blocked = (time.monotonic() - started) - (time.thread_time() - cpu_started)
         if blocked >= BLOCKED_S:
-            _starved = False  # a handler that blocks: back to the recorder, which runs while it waits
+            _starved = False  # a handler that blocks: back to the recorder, which runs while it waits;
+            _wake.put(None)  # woken from its starved look now, not at its end (STARVED_POLL_S)
     finally:
         _lock.release()
 
@@ -195,10 +199,11 @@ def run_inline(task: Task) -> None:
         _run_pending(len(_pending), then=task)
 
 
-def _run_pending(limit: int | None = None, then: Task | None = None, until: float | None = None) -> None:
+def _run_pending(limit: int | None = None, then: Task | None = None, until: float | None = None,
+                 beat: bool = False) -> None:
     """Run pending tasks in order (``limit`` of them, until none is left, or until the monotonic time ``until``
-    has passed after a task), then ``then``. ``until`` is the recorder thread's batch deadline: with it, each
-    task also renews the recorder's heartbeat."""
+    has passed after a task), then ``then``. With ``beat`` (the recorder thread's batches) each task renews the
+    recorder's heartbeat; a caller's batch leaves it alone, so it still says when the recorder is due."""
     global _heartbeat
     _runner.active = True
     try:
@@ -211,7 +216,9 @@ def _run_pending(limit: int | None = None, then: Task | None = None, until: floa
             _run_one(task)
             done += 1
             if until is not None:
-                _heartbeat = now = time.monotonic()
+                now = time.monotonic()
+                if beat:
+                    _heartbeat = now
                 if now >= until:
                     break
         if then is not None:
@@ -260,7 +267,7 @@ def _run_batches() -> None:
     while _pending:
         with _lock:  # per batch (what is pending now, for at most HAND_OVER_WAIT_S and one task), so
             # a drain or a caller over MAX_PENDING on another thread gets its turn behind a slow handler
-            _run_pending(len(_pending), until=time.monotonic() + HAND_OVER_WAIT_S)
+            _run_pending(len(_pending), until=time.monotonic() + HAND_OVER_WAIT_S, beat=True)
 
 
 def _next_poll() -> float:
@@ -282,7 +289,10 @@ def _linger(poll: float) -> float:
     deadline = time.monotonic() + max(LINGER_S, 2 * poll)
     while time.monotonic() < deadline:
         _heartbeat = time.monotonic() + poll  # not due before then: no hand-over while it sleeps
-        time.sleep(poll)
+        try:
+            _wake.get(timeout=poll)  # a caller's batch that blocked gives the work back with a token
+        except queue.Empty:
+            pass
         poll = _next_poll()
         if _pending:
             return poll

@@ -321,10 +321,10 @@ def test_a_busy_caller_runs_the_tasks_of_a_starved_recorder_in_batches(tmp_path,
     runs_by_caller: list[int] = []
     run_pending = _recorder._run_pending
 
-    def counted(limit=None, then=None, until=None):
+    def counted(*args, **kwargs):
         if threading.current_thread() is threading.main_thread():
             runs_by_caller.append(len(_recorder._pending))
-        run_pending(limit, then, until)
+        run_pending(*args, **kwargs)
 
     monkeypatch.setattr(_recorder, "_run_pending", counted)
     submitted = _busy_caller(1.0, probe, ran_on)
@@ -374,6 +374,45 @@ def test_a_callers_batch_that_blocks_gives_the_work_back_to_the_recorder(monkeyp
     _recorder._run_for_starved_recorder()
     assert ran_on == [threading.current_thread().name] * 2
     assert not _recorder._starved
+
+
+def test_a_callers_batch_leaves_the_recorders_heartbeat_alone(monkeypatch):
+    """The heartbeat says when the recorder is due (its last step, or the end of its sleep): a caller's batch
+    that renewed it made the next calls find it overdue 5 ms later and hand the GIL over, three pauses each,
+    to a recorder still asleep in its starved look."""
+    _wait_until_the_recorder_sleeps()
+    due = time.monotonic() + 60.0
+    monkeypatch.setattr(_recorder, "_heartbeat", due)
+    monkeypatch.setattr(_recorder, "_starved", True)
+    monkeypatch.setattr(_recorder, "_pending_since", time.monotonic() - 1.0)
+    ran: list[int] = []
+    _recorder._pending.extend([lambda: ran.append(1), lambda: ran.append(2)])
+    _recorder._run_for_starved_recorder()
+    assert ran == [1, 2]
+    assert _recorder._heartbeat == due
+
+
+def test_a_blocked_batch_wakes_the_starved_recorder_to_take_the_work_back(tmp_path, monkeypatch):
+    """A recorder starved by a busy caller looks for work only every STARVED_POLL_S. When a caller's batch
+    blocks (a handler on I/O) and gives the work back, the recorder is woken at once: the next task is its own
+    at once, not after the rest of its starved look (a minute here)."""
+    monkeypatch.setattr(_recorder, "STARVED_POLL_S", 60.0)
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    ran_on: list[str] = []
+    deadline = time.monotonic() + 10
+    while not _recorder._starved and time.monotonic() < deadline:
+        _busy_caller(0.1, probe, ran_on)
+    assert _recorder._starved, "the busy caller never starved the recorder"
+    _recorder.drain()
+    monkeypatch.setattr(_recorder, "_pending_since", time.monotonic() - 1.0)  # a batch is due
+    _recorder._pending.append(lambda: (time.sleep(0.02), ran_on.append("blocked")))
+    _recorder._run_for_starved_recorder()  # as the next submit does
+    assert ran_on[-1] == "blocked" and not _recorder._starved
+    done = threading.Event()
+    _recorder.submit(lambda: (ran_on.append(threading.current_thread().name), done.set()))
+    assert done.wait(10), "the recorder slept through its starved look"
+    assert ran_on[-1] == "hilt-recorder"
 
 
 def test_a_blocked_recorder_is_left_alone(monkeypatch):
