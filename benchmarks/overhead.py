@@ -244,6 +244,42 @@ def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> 
     return slope(0), slope(1)
 
 
+#: Calls whose recorder tasks run together, for :func:`batched_tasks_us`.
+BATCH_SIZES = (1, 2, 5, 10, 20)
+
+
+def batched_tasks_us(rounds: int, calls: int = 40, sizes: tuple[int, ...] = BATCH_SIZES,
+                     chunks: int = 200) -> dict[int, float]:
+    """The recorder's work per call when the tasks of ``k`` streamed calls (``chunks`` chunks, server at once)
+    run together, on the caller's thread right after the ``k``-th, for each ``k`` in ``sizes``: the first
+    tasks after a long call find hilt's code and data gone from the CPU caches (the SDK's parse has evicted
+    them), so a batch of many calls costs less per call than one of a single call. Medians over ``rounds``."""
+    call = functools.partial(stream_call, make_client(chunks))
+    per_call: dict[int, list[float]] = {k: [] for k in sizes}
+    with instrumented("batches.jsonl"):
+        for _ in range(3):
+            call()
+        hilt.flush()
+        settle()
+        _recorder._sleeping, _recorder._heartbeat = False, None  # asleep: a submit neither wakes it nor hands over
+        gc.disable()
+        try:
+            for _ in range(rounds):
+                for k in sizes:
+                    spent = 0.0
+                    for _ in range(max(1, calls // k)):
+                        for _ in range(k):
+                            call()
+                        start = time.perf_counter()
+                        hilt.flush()
+                        spent += time.perf_counter() - start
+                    per_call[k].append(spent * 1e6 / (max(1, calls // k) * k))
+        finally:
+            gc.enable()
+            _recorder._sleeping = True
+    return {k: statistics.median(values) for k, values in per_call.items()}
+
+
 def stream_read_us(rounds: int, chunks: int = 200) -> tuple[float, float]:
     """The recorder's read of a finished ``chunks``-chunk stream (its event's text, usage, finish reason), as
     hilt keeps the chunks (compacted: text-only chunks as their text) and with every chunk object kept,
@@ -461,6 +497,9 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]], rounds: 
     work_wall, work_cpu = stream_work_per_chunk(rounds)
     print(f"hilt's work per stream chunk, the recorder's tasks run after each block (no interplay of the two threads; "
           f"slope 20→200 chunks): {work_wall:.2f} µs caller wall, {work_cpu:.2f} µs CPU with the recorder's tasks")
+    batches = batched_tasks_us(max(1, min(3, rounds // 10)), calls=40 if rounds >= 10 else 20)
+    print("recorder's work per call after a 200-chunk stream (server at once), by calls per batch: "
+          + ", ".join(f"{k}: {us:.1f} µs" for k, us in batches.items()))
     plain_chunk, added_chunk = chunk_loop_us(15)
     print(f"added per chunk, chunks already parsed (isolated): {added_chunk:.3f} µs over {plain_chunk:.3f} µs plain")
     read_kept, read_every = stream_read_us(15)

@@ -26,7 +26,8 @@ interval to win it again, with two wake-ups across CPUs each time (on the 2-core
 context switches per 200-chunk stream, and several times hilt's own CPU work). So a recorder that
 finds, when it gets the GIL, that it waited more than :data:`STARVED_S` for it marks itself starved
 and leaves the tasks to the callers: a submit then runs the waiting ones on the caller's thread, a
-batch at a time (:data:`INLINE_BATCH` tasks, or once the oldest has waited :data:`INLINE_AFTER_S`),
+batch at a time (:data:`INLINE_BATCH` tasks, or once the oldest has waited :data:`INLINE_AFTER_S` with a
+few waiting, or :data:`INLINE_LATEST_S`),
 where the caller's data is in the CPU cache and no thread waits for another. The starved recorder
 looks every :data:`STARVED_POLL_S`: if it gets the GIL at once, the caller waits again (on the
 network, as real calls do) and the recorder takes the work back; a task it finds waiting at two
@@ -69,10 +70,16 @@ BACK_OFF_S = 1.0
 BUSY_POLL_S = 0.05
 
 #: While the recorder is starved, callers run the waiting tasks themselves, once :data:`INLINE_BATCH` of them
-#: wait or the oldest has waited :data:`INLINE_AFTER_S`; the starved recorder looks every :data:`STARVED_POLL_S`
-#: and runs a task it saw waiting at its last look too (so none waits for ever on a caller that stopped calling).
+#: wait, or the oldest has waited :data:`INLINE_AFTER_S` and :data:`INLINE_MIN` wait, or the oldest has waited
+#: :data:`INLINE_LATEST_S`; the starved recorder looks every :data:`STARVED_POLL_S` and runs a task it saw waiting
+#: at its last look too (so none waits for ever on a caller that stopped calling). A batch's first tasks find
+#: hilt's code and data gone from the CPU caches after a long call, so a batch of a few long calls' tasks costs
+#: less per call than one of a single call's (`benchmarks/overhead.py`, "recorder's work per call ... by calls
+#: per batch": after 200-chunk streams about 430 µs alone, 230 µs five to a batch, same run).
 INLINE_BATCH = 64
 INLINE_AFTER_S = 0.05
+INLINE_MIN = 8
+INLINE_LATEST_S = 0.15
 STARVED_POLL_S = 0.2
 #: A caller's batch that spent this long off the CPU (blocked in a handler) gives the work back to the recorder.
 BLOCKED_S = 0.005
@@ -139,7 +146,8 @@ def _hand_over() -> None:
 
 def _run_for_starved_recorder() -> None:
     """The recorder is starved of the GIL (a caller that never waits): run the waiting tasks on this thread, a
-    batch at a time (:data:`INLINE_BATCH` of them, or once the oldest has waited :data:`INLINE_AFTER_S`). Handing
+    batch at a time (:data:`INLINE_BATCH` of them, or once the oldest has waited :data:`INLINE_AFTER_S` with
+    :data:`INLINE_MIN` waiting, or :data:`INLINE_LATEST_S`: a batch of one long call's tasks runs cold). Handing
     them over costs more: each system call in a task (a line's write) gives the GIL up, and the recorder then
     waits a whole switch interval to win it back, with two wake-ups across CPUs each time; here the tasks run
     where the caller's data is in the CPU cache. A batch that spent :data:`BLOCKED_S` or more blocked (a handler
@@ -147,7 +155,8 @@ def _run_for_starved_recorder() -> None:
     global _starved
     if getattr(_runner, "active", False):
         return
-    if len(_pending) < INLINE_BATCH and time.monotonic() - _pending_since < INLINE_AFTER_S:
+    waiting, age = len(_pending), time.monotonic() - _pending_since
+    if waiting < INLINE_BATCH and (age < INLINE_AFTER_S or (waiting < INLINE_MIN and age < INLINE_LATEST_S)):
         return
     if not _lock.acquire(blocking=False):
         return  # the recorder is in a batch: it goes on with it

@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     """One paired block of five calls per case: a row for every server and case, the slopes and the
-    isolated per-chunk figure, the stream read, chunk memory, the recorder's share of a loop of calls and the
+    isolated per-chunk figure, the stream read, chunk memory, the recorder's work by batch size, its share of a loop of calls and the
     with-hilt calls' events in the file."""
     result = subprocess.run([sys.executable, str(BENCHMARKS / "overhead.py"), "--blocks", "1", "--calls", "5"],
                             capture_output=True, text=True, timeout=240)
@@ -38,6 +38,9 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     assert re.search(r"chunks already parsed \(isolated\): -?\d+\.\d+ µs", report)
     assert re.search(r"read of a 200-chunk stream: \d+\.\d+ µs as hilt keeps it, \d+\.\d+ µs with every chunk", report)
     assert re.search(r"memory per chunk: [\d,]+ bytes parsed, [\d,]+ bytes as the text", report)
+    batches = re.search(r"^recorder's work per call after a 200-chunk stream \(server at once\), by calls per batch: (.*)$",
+                        report, re.M)
+    assert batches and [int(k) for k in re.findall(r"(\d+): \d+\.\d+ µs", batches.group(1))] == list(overhead.BATCH_SIZES)
     share = re.search(r"recorder's tasks done during (\d+) chat calls in a row \(server at once\): (\d+) of (\d+)", report)
     assert share and int(share.group(3)) == 2 * int(share.group(1)) >= int(share.group(2)), report
     assert re.search(r"own work on the caller's thread per call \(isolated, SDK stubbed, recorder tasks dropped\): "

@@ -376,6 +376,31 @@ def test_a_callers_batch_that_blocks_gives_the_work_back_to_the_recorder(monkeyp
     assert not _recorder._starved
 
 
+def test_a_starved_recorders_caller_waits_for_a_few_tasks_before_a_batch(monkeypatch):
+    """A batch's first tasks run with cold CPU caches after a long call, so a caller runs a batch once the oldest
+    task has waited INLINE_AFTER_S only if INLINE_MIN wait; a task or two are run once the oldest has waited
+    INLINE_LATEST_S (or INLINE_BATCH wait)."""
+    _wait_until_the_recorder_sleeps()
+    monkeypatch.setattr(_recorder, "_starved", True)
+    ran: list[int] = []
+
+    def batch_after(waiting: int, age: float) -> bool:
+        ran.clear()
+        _recorder._pending.extend(lambda n=n: ran.append(n) for n in range(waiting))
+        monkeypatch.setattr(_recorder, "_pending_since", time.monotonic() - age)
+        _recorder._run_for_starved_recorder()
+        left = len(_recorder._pending)
+        _recorder._pending.clear()
+        return ran == list(range(waiting)) and left == 0
+
+    middle = (_recorder.INLINE_AFTER_S + _recorder.INLINE_LATEST_S) / 2
+    assert not batch_after(2, _recorder.INLINE_AFTER_S / 2) and ran == []
+    assert not batch_after(2, middle) and ran == []
+    assert batch_after(_recorder.INLINE_MIN, middle)
+    assert batch_after(2, _recorder.INLINE_LATEST_S + 0.05)
+    assert batch_after(_recorder.INLINE_BATCH, 0.0)
+
+
 def test_a_callers_batch_leaves_the_recorders_heartbeat_alone(monkeypatch):
     """The heartbeat says when the recorder is due (its last step, or the end of its sleep): a caller's batch
     that renewed it made the next calls find it overdue 5 ms later and hand the GIL over, three pauses each,
