@@ -199,6 +199,23 @@ def chunk_loop_us(rounds: int, chunks: int = 20_000) -> tuple[float, float]:
     return statistics.median(plain), statistics.median(r - p for r, p in zip(recorded, plain))
 
 
+@contextlib.contextmanager
+def recorder_held(call: Callable[[], object]) -> Iterator[None]:
+    """After three warm-up calls, keep hilt's recorder from running for the ``with`` block (garbage collection
+    off): a submit neither wakes it nor hands over, so its tasks wait for a ``hilt.flush()`` on this thread."""
+    for _ in range(3):
+        call()
+    hilt.flush()
+    settle()
+    _recorder._sleeping, _recorder._heartbeat = False, None
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        _recorder._sleeping = True
+
+
 def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> tuple[float, float]:
     """hilt's work per stream chunk without the two threads' interplay: the recorder is kept from running while a
     block of streams goes on, and its tasks then run on the caller's thread (``hilt.flush()``). Returns the slope
@@ -208,14 +225,8 @@ def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> 
 
     def block(n: int) -> tuple[float, float]:
         call = functools.partial(stream_call, clients[n])
-        for _ in range(3):
-            call()
-        hilt.flush()
-        settle()
-        _recorder._sleeping, _recorder._heartbeat = False, None  # asleep: a submit neither wakes it nor hands over
         walls = []
-        gc.disable()
-        try:
+        with recorder_held(call):
             cpu_start = time.thread_time()
             for _ in range(20 if n == lengths[0] else 5):
                 start = time.perf_counter()
@@ -223,9 +234,6 @@ def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> 
                 walls.append((time.perf_counter() - start) * 1e6)
             hilt.flush()  # the recorder's tasks for the block, on this thread
             cpu = (time.thread_time() - cpu_start) * 1e6 / len(walls)
-        finally:
-            gc.enable()
-            _recorder._sleeping = True
         return statistics.median(walls), cpu
 
     added: dict[int, list[tuple[float, float]]] = {n: [] for n in lengths}
@@ -256,27 +264,17 @@ def batched_tasks_us(rounds: int, calls: int = 40, sizes: tuple[int, ...] = BATC
     them), so a batch of many calls costs less per call than one of a single call. Medians over ``rounds``."""
     call = functools.partial(stream_call, make_client(chunks))
     per_call: dict[int, list[float]] = {k: [] for k in sizes}
-    with instrumented("batches.jsonl"):
-        for _ in range(3):
-            call()
-        hilt.flush()
-        settle()
-        _recorder._sleeping, _recorder._heartbeat = False, None  # asleep: a submit neither wakes it nor hands over
-        gc.disable()
-        try:
-            for _ in range(rounds):
-                for k in sizes:
-                    spent = 0.0
-                    for _ in range(max(1, calls // k)):
-                        for _ in range(k):
-                            call()
-                        start = time.perf_counter()
-                        hilt.flush()
-                        spent += time.perf_counter() - start
-                    per_call[k].append(spent * 1e6 / (max(1, calls // k) * k))
-        finally:
-            gc.enable()
-            _recorder._sleeping = True
+    with instrumented("batches.jsonl"), recorder_held(call):
+        for _ in range(rounds):
+            for k in sizes:
+                batches, spent = max(1, calls // k), 0.0
+                for _ in range(batches):
+                    for _ in range(k):
+                        call()
+                    start = time.perf_counter()
+                    hilt.flush()
+                    spent += time.perf_counter() - start
+                per_call[k].append(spent * 1e6 / (batches * k))
     return {k: statistics.median(values) for k, values in per_call.items()}
 
 

@@ -75,7 +75,7 @@ BUSY_POLL_S = 0.05
 #: at its last look too (so none waits for ever on a caller that stopped calling). A batch's first tasks find
 #: hilt's code and data gone from the CPU caches after a long call, so a batch of a few long calls' tasks costs
 #: less per call than one of a single call's (`benchmarks/overhead.py`, "recorder's work per call ... by calls
-#: per batch": after 200-chunk streams about 430 µs alone, 230 µs five to a batch, same run).
+#: per batch": after 200-chunk streams 400–460 µs alone, 235–240 µs five to a batch, in two runs).
 INLINE_BATCH = 64
 INLINE_AFTER_S = 0.05
 INLINE_MIN = 8
