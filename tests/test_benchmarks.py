@@ -29,7 +29,8 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
         sys.path.remove(str(BENCHMARKS))
     for server, kind in overhead.CASES:
         assert re.search(rf"^{re.escape(server)}\s+{re.escape(overhead.label(kind))}\s+\d", report, re.M), (server, kind)
-    slopes = re.findall(r"^added per stream chunk, server .*: -?\d+\.\d+ µs wall, -?\d+\.\d+ µs wall by means, ", report, re.M)
+    slopes = re.findall(r"^added per stream chunk, server .*: -?\d+\.\d+ µs wall \(-?\d+\.\d+% of the -?\d+\.\d+ µs a chunk takes without hilt\), "
+                        r"-?\d+\.\d+ µs wall by means, ", report, re.M)
     assert len(slopes) == len(overhead.SERVERS), report
     switches = re.findall(r"^added per stream chunk, server .* µs process CPU, -?\d+\.\d+ context switches per 100 chunks$",
                           report, re.M)
