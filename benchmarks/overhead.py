@@ -489,9 +489,10 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]], rounds: 
             many, few = rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name]
             return statistics.median((a - b) / (long - short) for a, b in zip(many, few))
 
+        added = slope("added")
         plain = slope("base")  # a chunk's time without hilt, same run (the paced server's gap in it): the ratio's baseline
-        share = 100 * slope("added") / plain if plain > 0 else float("nan")
-        print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {slope('added'):.2f} µs wall "
+        share = 100 * added / plain if plain > 0 else float("nan")
+        print(f"added per stream chunk, server {server} (slope {short}→{long} chunks): {added:.2f} µs wall "
               f"({share:.2f}% of the {plain:.1f} µs a chunk takes without hilt), "
               f"{slope('mean'):.2f} µs wall by means, {slope('thread'):.2f} µs caller CPU, {slope('cpu'):.2f} µs process CPU, "
               f"{100 * slope('switches'):.2f} context switches per 100 chunks")
