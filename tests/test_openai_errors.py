@@ -3,9 +3,11 @@ handler; hilt never changes what the caller sees and never mutates the caller's 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
@@ -13,6 +15,7 @@ import pydantic
 import pytest
 
 import hilt
+from hilt import _recorder
 from hilt.testing import ScriptedReply
 from test_openai_support import (  # noqa: F401 - fixtures
     aclient,
@@ -327,6 +330,47 @@ def test_caller_data_is_not_mutated(client, tmp_log):
                                         stream_options=stream_options))
     assert (messages, tools, extra_headers, extra_body, stream_options) == before
     assert len(read_events(tmp_log)) == 4
+
+
+
+@contextlib.contextmanager
+def recorder_busy() -> Iterator[None]:
+    """Keep hilt's recorder thread inside a task of ours for the ``with`` block, so the tasks of the calls made in
+    it (reading the request, writing the events) run only after the block, when it has let go."""
+    inside, gate = threading.Event(), threading.Event()
+    _recorder.submit(lambda: (inside.set(), gate.wait(10)))
+    assert inside.wait(10), "the recorder thread never ran the task"
+    try:
+        yield
+    finally:
+        gate.set()
+    hilt.flush()
+
+
+def test_record_holds_what_was_sent_when_the_caller_changes_its_data_after_the_call(client, server, tmp_log):
+    """The request is read on the recorder thread, after the call has returned: a caller that reuses and changes its
+    messages, response_format, stop list and extra_body at once still gets a record of what was sent. (hilt keeps
+    the body the SDK built, a copy of the caller's data: this fails if an SDK release stops copying.)"""
+    hilt.instrument(filepath=tmp_log)
+    messages = [{"role": "system", "content": "be terse"}, {"role": "user", "content": "what was sent"}]
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+    stop, extra_body = ["END"], {"top_k": 5}
+    sent = copy.deepcopy((messages, response_format, stop))
+    with recorder_busy():
+        client.chat.completions.create(model="gpt-4o", messages=messages, response_format=response_format, stop=stop,
+                                       extra_body=extra_body)
+        messages[1]["content"] = "changed"
+        messages.append({"role": "user", "content": "a later turn"})
+        response_format["json_schema"]["schema"]["type"] = "changed"
+        stop.append("changed")
+        extra_body["top_k"] = 999
+        assert not tmp_log.exists() or tmp_log.stat().st_size == 0  # the request is read only after the changes
+    prompt, _ = one_call(tmp_log)
+    assert prompt["content"]["text"] == "what was sent"
+    assert prompt["content"]["messages"] == sent[0]
+    request = prompt["extensions"]["request"]
+    assert request == {"response_format": sent[1], "stop": sent[2], "top_k": 5}
+    assert server.requests[-1].body["top_k"] == 5  # what hilt recorded is what the server got
 
 
 def test_error_after_a_200_answer_keeps_what_the_api_reported(client, server, tmp_log):
