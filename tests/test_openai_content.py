@@ -11,6 +11,7 @@ import pytest
 import hilt
 from hilt.testing import ScriptedReply
 from test_openai_support import (  # noqa: F401 - fixtures
+    STREAM_CUT_ERROR,
     API_KEY,
     aclient,
     client,
@@ -99,7 +100,7 @@ def test_capture_content_false_records_no_text(client, server, tmp_log):
     client.responses.create(model="gpt-4o", input=SECRET_PROMPT, instructions=SECRET_SYSTEM)
     client.embeddings.create(model="text-embedding-3-small", input=SECRET_PROMPT)
     server.enqueue(ScriptedReply.cut_stream(3))
-    with pytest.raises(openai.APIConnectionError):
+    with pytest.raises(STREAM_CUT_ERROR):
         list(client.chat.completions.create(model="gpt-4o", messages=messages, stream=True))
     raw = log_text(tmp_log)
     for secret in ("zebra", "diagnosis", "Echo:"):
@@ -148,7 +149,7 @@ def test_redact_applies_to_partial_stream_text(client, server, tmp_log):
     """A broken stream's partial text is redacted too."""
     hilt.instrument(filepath=tmp_log, redact=_redact)
     server.enqueue(ScriptedReply.cut_stream(4))
-    with pytest.raises(openai.APIConnectionError):
+    with pytest.raises(STREAM_CUT_ERROR):
         list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "secret secret x"}],
                                             stream=True))
     assert "secret" not in log_text(tmp_log)

@@ -17,6 +17,7 @@ from hilt.testing import OpenAIServer, ScriptedReply
 from test_openai_support import (  # noqa: F401 - fixtures
     NULL_TOKENS,
     REFUSED_URL,
+    SDK_CYCLES_ARE_STEADY,
     cycles_made,
     fresh_server,
     make_async_client,
@@ -182,7 +183,8 @@ def test_sync_matrix(server, tmp_log, outcome, mode, stream):
         with cycles_made() as recorded_cycles:
             recorded = _outcome(lambda: _sync_call(client, stream, mode))
     _check_outcome(baseline, recorded, outcome)
-    assert heavy(recorded_cycles) == heavy(baseline_cycles)
+    if SDK_CYCLES_ARE_STEADY:
+        assert heavy(recorded_cycles) == heavy(baseline_cycles)
     _check_events(tmp_log, outcome, stream)
 
 
@@ -201,5 +203,6 @@ async def test_async_matrix(server, tmp_log, outcome, mode, stream):
         with cycles_made() as recorded_cycles:
             recorded = await _aoutcome(lambda: _async_call(client, stream, mode))
     _check_outcome(baseline, recorded, outcome)
-    assert heavy(recorded_cycles) == heavy(baseline_cycles)
+    if SDK_CYCLES_ARE_STEADY:
+        assert heavy(recorded_cycles) == heavy(baseline_cycles)
     _check_events(tmp_log, outcome, stream)

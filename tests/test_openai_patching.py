@@ -4,8 +4,10 @@ and never recording a call twice."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -14,6 +16,8 @@ from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 import hilt
 import hilt.providers.openai as hilt_openai
+from hilt import providers
+from hilt.errors import HILTError
 from hilt.testing import capture_events
 from test_openai_support import (  # noqa: F401 - fixtures
     aclient,
@@ -215,3 +219,69 @@ def test_providers_without_openai_records_no_calls(client, tmp_log):
     assert all(now is original for now, original in zip(_methods(), originals))
     _chat(client)
     assert read_events(tmp_log) == []
+
+
+# --- SDKs hilt can't record -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_below_the_floor(monkeypatch):
+    """The installed SDK made "older than the oldest release hilt records" by raising hilt's floor above it."""
+    module, sdk, package, _oldest = providers.KNOWN_PROVIDERS["openai"]
+    monkeypatch.setitem(providers.KNOWN_PROVIDERS, "openai", (module, sdk, package, "99.0"))
+    return openai.__version__
+
+
+def test_named_sdk_older_than_the_floor_raises_with_the_upgrade(sdk_below_the_floor, tmp_log):
+    """providers=["openai"] with an SDK older than hilt records: HILTError naming the argument, both versions
+    and the fix, raised before anything changes (no file, no patch)."""
+    originals = _methods()
+    expected = (f"providers: 'openai' needs openai>=99.0, and openai {sdk_below_the_floor} is installed; "
+                "upgrade it with: pip install -U 'openai>=99.0'")
+    with pytest.raises(HILTError) as raised:
+        hilt.instrument(filepath=tmp_log, providers=["openai"])
+    assert str(raised.value) == expected
+    assert _methods() == originals and not tmp_log.exists()
+
+
+def test_found_sdk_older_than_the_floor_is_left_alone_and_reported(sdk_below_the_floor, client, tmp_log,
+                                                                   internal_reports):
+    """With providers left to hilt, an SDK older than the floor is not patched (its calls go on as without hilt)
+    and a warning on hilt.internal says its calls are not recorded and how to upgrade."""
+    originals = _methods()
+    hilt.instrument(filepath=tmp_log)
+    assert _methods() == originals
+    assert _chat(client).choices[0].message.content
+    assert read_events(tmp_log) == []
+    messages = [record.getMessage() for record in internal_reports()]
+    assert f"hilt: openai {sdk_below_the_floor} is older than 99.0, the oldest release hilt records: its calls are " \
+           "not recorded; upgrade it with: pip install -U 'openai>=99.0'" in messages
+
+
+def test_sdk_without_a_patch_point_is_left_whole(monkeypatch, client, tmp_log, internal_reports):
+    """An SDK laid out otherwise (one of the methods hilt wraps is missing) is not half patched: nothing is, the
+    call goes on as without hilt, and hilt.internal names what is missing."""
+    targets = hilt_openai._targets()
+    monkeypatch.setattr(hilt_openai, "_targets", lambda: [*targets, (SyncAPIClient, "_gone_in_this_release", None)])
+    originals, before = _methods(), _class_attributes()
+    hilt.instrument(filepath=tmp_log)
+    assert _methods() == originals and _class_attributes() == before
+    assert _chat(client).choices[0].message.content
+    assert read_events(tmp_log) == []
+    assert any("has no SyncAPIClient._gone_in_this_release to patch; nothing was patched" in record.getMessage()
+               for record in internal_reports())
+    hilt.uninstrument()
+    monkeypatch.undo()
+    hilt.instrument(filepath=tmp_log)  # the same SDK, whole: recorded as usual
+    _chat(client)
+    assert [event["action"] for event in read_events(tmp_log)] == ["prompt", "completion"]
+
+
+def test_the_oldest_release_hilt_records_is_one_number():
+    """The floor in the provider table is the one pip enforces (``hilt[openai]``, the dev extra) and the release
+    ``make test-older-sdks`` runs these tests on, so what hilt accepts is what CI has tested."""
+    floor = providers.KNOWN_PROVIDERS["openai"][3]
+    root = Path(hilt.__file__).resolve().parent.parent
+    assert re.findall(r'"openai>=([^"]+)"', (root / "pyproject.toml").read_text()) == [floor, floor]
+    assert re.search(r"^OLDER_OPENAI := (\S+)", (root / "Makefile").read_text(), re.MULTILINE).group(1) == floor
+    assert "make test-older-sdks" in (root / ".ci" / "run").read_text()

@@ -12,6 +12,7 @@ import pytest
 import hilt
 from hilt.testing import OpenAIServer, ScriptedReply
 from test_openai_support import (  # noqa: F401 - fixtures
+    STREAM_CUT_ERROR,
     API_KEY,
     NULL_TOKENS,
     aclient,
@@ -150,7 +151,7 @@ def test_responses_stream_cut_keeps_deltas(client, server, tmp_log):
     """A Responses stream cut before its final event records the text deltas received so far."""
     hilt.instrument(filepath=tmp_log)
     server.enqueue(ScriptedReply.cut_stream(7))  # created, in_progress, item added, part added, 3 deltas
-    with pytest.raises(openai.APIConnectionError):
+    with pytest.raises(STREAM_CUT_ERROR):
         for _event in client.responses.create(model="gpt-4o", input="one two three four", stream=True):
             pass
     end = one_call(tmp_log)[1]

@@ -851,7 +851,11 @@ def instrument() -> None:
     """Patch the OpenAI SDK (idempotent: a second call changes nothing)."""
     global _enabled
     with _lock:
-        for cls, name, wrap in _targets():
+        targets = _targets()
+        missing = [f"{cls.__name__}.{name}" for cls, name, _wrap in targets if name not in cls.__dict__]
+        if missing:  # all or nothing: a half-patched SDK would record nothing and might not come undone
+            raise RuntimeError(f"this openai SDK has no {', '.join(missing)} to patch; nothing was patched")
+        for cls, name, wrap in targets:
             if (cls, name) in _patches:
                 continue  # still in place (perhaps under another library's wrapper): just enable it again
             original = cls.__dict__[name]
