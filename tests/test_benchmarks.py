@@ -3,30 +3,37 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+def run_benchmark(name: str, *arguments: str) -> tuple[str, ModuleType]:
+    """Run ``benchmarks/<name>.py`` with ``arguments``; return its report (it must succeed) and the module."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *arguments],
+                            capture_output=True, text=True, timeout=240, cwd=BENCHMARKS)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return result.stdout, importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 def test_overhead_benchmark_reports_every_case_and_writes_the_events():
     """One paired block of five calls per case: a row for every server and case, the slopes and the
     isolated per-chunk figure, the stream read, chunk memory, the recorder's work by batch size, its share of a loop of calls and the
     with-hilt calls' events in the file."""
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "overhead.py"), "--blocks", "1", "--calls", "5"],
-                            capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr
-    report = result.stdout
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import overhead
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    report, overhead = run_benchmark("overhead", "--blocks", "1", "--calls", "5")
     for server, kind in overhead.CASES:
         assert re.search(rf"^{re.escape(server)}\s+{re.escape(overhead.label(kind))}\s+\d", report, re.M), (server, kind)
     slopes = re.findall(r"^added per stream chunk, server .*: -?\d+\.\d+ µs wall \(-?\d+\.\d+% of the -?\d+\.\d+ µs a chunk takes without hilt\), "
@@ -48,7 +55,6 @@ def test_overhead_benchmark_reports_every_case_and_writes_the_events():
                      r"-?\d+\.\d+ µs over \d+\.\d+ µs plain", report)
     written = int(re.search(r"; (\d+) events written", report).group(1))
     assert written == 2 * (3 + 5) * len(overhead.CASES)  # with hilt, per case: 3 warm-up and 5 timed calls, 2 events each
-    assert result.stderr == ""
 
 
 def test_overhead_benchmark_chat_only_reports_just_the_chat_calls():
@@ -74,3 +80,17 @@ def test_instruction_benchmark_counts_a_chat_call_with_and_without_hilt():
     assert sdk > 1_000_000  # a real SDK call through the mock transport, counted
     assert whole > caller  # the recorder's tasks (reading, pricing, writing two events) are counted too
     assert result.stderr == ""
+
+
+def test_compare_benchmark_reports_hilt_and_says_which_tools_it_could_not_run():
+    """One paired block of five calls: hilt's three cases and per-chunk line, and for each OpenTelemetry tool its
+    rows or a line saying why it was not run (they are optional: the ``compare`` extra)."""
+    report, compare = run_benchmark("compare", "--blocks", "1", "--calls", "5")
+    for case, _ in compare.CASES:
+        assert re.search(rf"^hilt\s+{re.escape(case)}\s+\d+\.\d\s+-?\d+\.\d\s+\d\.\d{{3}}\s+-?\d+\.\d\s+(-?\d+\.\d|nan)$",
+                         report, re.M), (case, report)
+    assert re.search(r"^added per stream chunk, hilt \(slope 20→200 chunks\): -?\d+\.\d\d µs wall$", report, re.M), report
+    for tool in compare.OTEL_TOOLS:
+        ran = re.search(rf"^{re.escape(tool)}\s+chat call\s+\d", report, re.M)
+        skipped = re.search(rf"^{re.escape(tool)}: not run \(.+; pip install -e \"\.\[compare\]\"\)$", report, re.M)
+        assert bool(ran) != bool(skipped), (tool, report)
