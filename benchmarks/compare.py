@@ -30,7 +30,7 @@ from pathlib import Path
 import openai
 
 import hilt
-from overhead import chat_call, make_client, sample, stream_call
+from overhead import chat_call, make_client, paired_slope, sample, stream_call
 
 #: pip package -> the module with its ``OpenAIInstrumentor``
 OTEL_TOOLS = {
@@ -91,7 +91,6 @@ def block(tool: str, calls: int) -> dict[str, dict[str, float]]:
 def available(tool: str) -> str | None:
     """``None`` when ``tool`` runs here, else why not."""
     try:
-        os.environ.update(V2_CONTENT)
         importlib.import_module(OTEL_TOOLS[tool]).OpenAIInstrumentor  # noqa: B018 - the import is the check
         importlib.import_module("opentelemetry.sdk.trace")
     except Exception as exc:  # not installed, or not importable beside this SDK
@@ -132,8 +131,7 @@ def report(rows: dict[tuple[str, str], dict[str, list[float]]], tools: list[str]
             print(f"{tool:<42}{case:<20}{m['base']:>12.1f}{m['added']:>10.1f}"
                   f"{(m['base'] + m['added']) / m['base']:>7.3f}{m['cpu']:>14.1f}{times:>8.1f}")
     for tool in tools:
-        many, few = rows[tool, "stream, 200 chunks"]["added"], rows[tool, "stream, 20 chunks"]["added"]
-        slope = statistics.median((a - b) / 180 for a, b in zip(many, few))
+        slope = paired_slope(rows[tool, "stream, 200 chunks"]["added"], rows[tool, "stream, 20 chunks"]["added"], 180)
         print(f"added per stream chunk, {tool} (slope 20→200 chunks): {slope:.2f} µs wall")
 
 

@@ -162,6 +162,11 @@ def sample(fn: Callable[[], object], calls: int, flush: Callable[[], object] = h
     return Sample(statistics.median(walls), statistics.median(threads), cpu, backlog, statistics.fmean(walls), switches)
 
 
+def paired_slope(long: list[float], short: list[float], chunks: int) -> float:
+    """The median over paired blocks of (long stream's figure - short stream's) / ``chunks`` more chunks."""
+    return statistics.median((a - b) / chunks for a, b in zip(long, short))
+
+
 def context_switches() -> int:
     """The process's context switches so far, voluntary and not (all threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -247,7 +252,7 @@ def stream_work_per_chunk(rounds: int, lengths: tuple[int, int] = (20, 200)) -> 
     short, long = lengths
 
     def slope(index: int) -> float:
-        return statistics.median((a[index] - b[index]) / (long - short) for a, b in zip(added[long], added[short]))
+        return paired_slope([a[index] for a in added[long]], [b[index] for b in added[short]], long - short)
 
     return slope(0), slope(1)
 
@@ -486,8 +491,7 @@ def report_streams(rows: dict[tuple[str, str], dict[str, list[float]]], rounds: 
     memory."""
     for server, _, _, (short, long) in SERVERS:
         def slope(name: str) -> float:
-            many, few = rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name]
-            return statistics.median((a - b) / (long - short) for a, b in zip(many, few))
+            return paired_slope(rows[server, f"stream{long}"][name], rows[server, f"stream{short}"][name], long - short)
 
         added = slope("added")
         plain = slope("base")  # a chunk's time without hilt, same run (the paced server's gap in it): the ratio's baseline
